@@ -1,0 +1,181 @@
+"""One training config object: YAML file + CLI overrides, validated before any heavy work starts.
+
+Every key is checked (pydantic, unknown keys forbidden); a bad file raises `ConfigError` naming the
+file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class TsmError(Exception):
+    """An error in user input (config, data, paths): the CLI prints it without a traceback."""
+
+
+class ConfigError(TsmError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# The 21 quantile levels of the released Chronos-2 models.
+DEFAULT_QUANTILES = [0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
+                     0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99]
+
+
+class ModelArchConfig(_Strict):
+    """Architecture of a randomly initialised Chronos-2 model (ignored when loading a checkpoint)."""
+
+    d_model: int = Field(512, gt=0)
+    d_kv: int = Field(64, gt=0)
+    d_ff: int = Field(2048, gt=0)
+    num_layers: int = Field(6, gt=0)
+    num_heads: int = Field(8, gt=0)
+    dropout_rate: float = Field(0.1, ge=0.0, lt=1.0)
+    rope_theta: float = Field(10000.0, gt=0)
+    input_patch_size: int = Field(16, gt=0)
+    output_patch_size: int = Field(16, gt=0)
+    quantiles: list[float] = Field(default_factory=lambda: list(DEFAULT_QUANTILES), min_length=1)
+    use_reg_token: bool = True
+    use_arcsinh: bool = True
+    max_output_patches: int = Field(64, gt=0)
+    # Scale of the time encoding. None = the context length. Set it to the final (stage-2) context
+    # length from stage 1 on, so extending the context does not change the encoding of known positions.
+    time_encoding_scale: int | None = Field(None, gt=0)
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelArchConfig:
+        if self.input_patch_size != self.output_patch_size:
+            raise ValueError("input_patch_size and output_patch_size must be equal (Chronos-2 requires it)")
+        if any(not 0.0 < q < 1.0 for q in self.quantiles) or self.quantiles != sorted(set(self.quantiles)):
+            raise ValueError("quantiles must be strictly increasing values in (0, 1)")
+        return self
+
+
+class TrainConfig(_Strict):
+    # --- model ---------------------------------------------------------------------------------
+    model_id: str | None = None  # hub id (amazon/chronos-2) or local checkpoint folder
+    random_init: bool = True
+    model: ModelArchConfig = Field(default_factory=ModelArchConfig)
+    context_length: int = Field(2048, gt=0)
+    prediction_length: int = Field(64, gt=0)
+    min_past: int = Field(60, gt=0)
+    # --- data ----------------------------------------------------------------------------------
+    training_data_paths: list[str] = Field(default_factory=list)
+    probability: list[float] | None = None
+    max_train_series: int | None = Field(None, gt=0)
+    dataloader_num_workers: int = Field(0, ge=0)
+    # --- optimisation --------------------------------------------------------------------------
+    max_steps: int = Field(200, gt=0)
+    per_device_train_batch_size: int = Field(32, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_scheduler_type: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    mixed_precision: Literal["auto", "bf16", "no"] = "auto"  # auto: bf16 on GPUs that support it
+    tf32: bool = True
+    # --- output --------------------------------------------------------------------------------
+    output_dir: str = "results/train"
+    save_steps: int = Field(100, gt=0)
+    save_total_limit: int | None = Field(3, gt=0)
+    log_steps: int = Field(10, gt=0)
+    resume_from_checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if not self.random_init and not self.model_id:
+            raise ValueError("random_init is false, so model_id (a hub id or a checkpoint folder) is required")
+        if self.probability is not None:
+            if len(self.probability) != len(self.training_data_paths):
+                raise ValueError(
+                    f"probability has {len(self.probability)} entries but training_data_paths has "
+                    f"{len(self.training_data_paths)}: give one probability per path"
+                )
+            if any(p < 0 for p in self.probability) or abs(sum(self.probability) - 1.0) > 1e-6:
+                raise ValueError(f"probability must be non-negative and sum to 1, got {self.probability}")
+        return self
+
+    @property
+    def mixture_weights(self) -> list[float]:
+        n = len(self.training_data_paths)
+        return list(self.probability) if self.probability is not None else [1.0 / n] * n
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"invalid training config {source}:"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(TrainConfig, loc)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            lines.append(f"  - unknown key '{key}'.{hint} Allowed keys: {', '.join(allowed)}")
+        else:
+            got = e.get("input")
+            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  - {key}: {e['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Load a YAML training config and apply overrides (dotted keys allowed: `model.d_model`)."""
+    data: dict[str, Any] = {}
+    source = "(defaults)"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"training config {path} does not exist (expected a YAML file)")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"training config {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"training config {path} must be a mapping of keys to values, got {type(loaded).__name__}"
+            )
+        data = loaded
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    if overrides:
+        source += " with command-line overrides"
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

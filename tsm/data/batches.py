@@ -1,0 +1,164 @@
+"""Training batches in the exact format `Chronos2Model.forward` takes.
+
+Sampling is counter-based: batch k of rank r is a pure function of (seed, r, k). So every rank and
+dataloader worker samples independently with no broadcast, and resuming at step s only needs
+k = s * gradient_accumulation_steps: the data-sampling state is a single integer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from tsm.data.arrow import ArrowCorpus, DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CorpusStats:
+    source: str
+    total: int
+    too_short: int
+    used: int
+    weight: float
+
+
+class TrainingBatches(IterableDataset):
+    """An endless stream of training batches drawn from a weighted mixture of corpora."""
+
+    def __init__(
+        self,
+        corpora: list[ArrowCorpus],
+        weights: list[float],
+        *,
+        context_length: int,
+        prediction_length: int,
+        min_past: int,
+        batch_size: int,
+        output_patch_size: int,
+        seed: int,
+        rank: int = 0,
+        max_series_per_corpus: int | None = None,
+    ):
+        super().__init__()
+        if len(corpora) != len(weights) or not corpora:
+            raise DataError(f"need one weight per corpus, got {len(corpora)} corpora and {len(weights)} weights")
+        self.corpora = corpora
+        self.context_length = context_length
+        self.prediction_length = prediction_length
+        self.min_past = min_past
+        self.batch_size = batch_size
+        self.num_output_patches = math.ceil(prediction_length / output_patch_size)
+        self.seed = seed
+        self.rank = rank
+        self.start_batch = 0
+        min_length = min_past + prediction_length
+        self.usable: list[np.ndarray] = []
+        self.stats: list[CorpusStats] = []
+        for i, (corpus, weight) in enumerate(zip(corpora, weights, strict=True)):
+            usable = np.flatnonzero(corpus.lengths >= min_length)
+            if len(usable) == 0:
+                raise DataError(
+                    f"{corpus.source}: all {len(corpus)} series are shorter than min_past + prediction_length = "
+                    f"{min_past} + {prediction_length} = {min_length} (longest: "
+                    f"{int(corpus.lengths.max()) if len(corpus) else 0}). Lower min_past or prediction_length, "
+                    "or use longer series."
+                )
+            if max_series_per_corpus is not None and len(usable) > max_series_per_corpus:
+                # Deterministic subset: the same seed picks the same series on every rank and run.
+                pick = np.random.default_rng((seed, i)).choice(len(usable), max_series_per_corpus, replace=False)
+                usable = usable[np.sort(pick)]
+            self.usable.append(usable)
+            self.stats.append(CorpusStats(corpus.source, len(corpus), int(len(corpus) - np.count_nonzero(
+                corpus.lengths >= min_length)), len(usable), weight))
+        w = np.asarray(weights, dtype=np.float64)
+        self.weights = w / w.sum()
+
+    def describe(self) -> str:
+        return "\n".join(
+            f"  {s.source}: {s.total:,} series, {s.too_short:,} shorter than min_past+prediction_length "
+            f"({self.min_past + self.prediction_length}) skipped, {s.used:,} used, probability {s.weight:.3g}"
+            for s in self.stats
+        )
+
+    def _window(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One random training window: (context rows, future target rows, future covariate rows)."""
+        c = int(rng.choice(len(self.corpora), p=self.weights)) if len(self.corpora) > 1 else 0
+        index = int(self.usable[c][rng.integers(len(self.usable[c]))])
+        item = self.corpora[c].item(index)
+        n_targets = item.target.shape[0]
+        parts = [item.target]
+        if item.past_covariates is not None:
+            parts.append(item.past_covariates)
+        n_future = 0
+        if item.future_covariates is not None:
+            parts.append(item.future_covariates)
+            n_future = item.future_covariates.shape[0]
+        series = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        length = series.shape[-1]
+        # Cut at `cut`: the context ends there, the prediction window starts there.
+        cut = int(rng.integers(self.min_past, length - self.prediction_length + 1))
+        context = series[:, max(0, cut - self.context_length) : cut]
+        future = series[:, cut : cut + self.prediction_length]
+        future_target = np.full_like(future, np.nan)
+        future_target[:n_targets] = future[:n_targets]  # covariate rows never count in the loss
+        future_covariates = np.full_like(future, np.nan)
+        if n_future:
+            future_covariates[-n_future:] = future[-n_future:]  # known-future values are model inputs
+        return context, future_target, future_covariates
+
+    def batch(self, batch_index: int) -> dict[str, torch.Tensor | int]:
+        rng = np.random.default_rng((self.seed, self.rank, batch_index))
+        windows = []
+        rows = 0
+        while rows < self.batch_size:
+            window = self._window(rng)
+            windows.append(window)
+            rows += window[0].shape[0]
+        max_context = max(w[0].shape[-1] for w in windows)
+        context = np.full((rows, max_context), np.nan, dtype=np.float32)
+        future_target = np.empty((rows, self.prediction_length), dtype=np.float32)
+        future_covariates = np.empty((rows, self.prediction_length), dtype=np.float32)
+        group_ids = np.empty(rows, dtype=np.int64)
+        row = 0
+        for group, (ctx, tgt, cov) in enumerate(windows):
+            n = ctx.shape[0]
+            context[row : row + n, max_context - ctx.shape[-1] :] = ctx  # left-padded with NaN
+            future_target[row : row + n] = tgt
+            future_covariates[row : row + n] = cov
+            group_ids[row : row + n] = group  # a series' variates and covariates share one group
+            row += n
+        return {
+            "context": torch.from_numpy(context),
+            "future_target": torch.from_numpy(future_target),
+            "future_covariates": torch.from_numpy(future_covariates),
+            "group_ids": torch.from_numpy(group_ids),
+            "num_output_patches": self.num_output_patches,
+        }
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor | int]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # The DataLoader takes batches from its workers round-robin, so worker w producing batches
+        # start + w, start + w + n, ... keeps the global order identical to a single process.
+        index = self.start_batch + worker
+        while True:
+            yield self.batch(index)
+            index += num_workers
+
+
+def batch_iterator(batches: TrainingBatches, num_workers: int, start_batch: int) -> Iterator[dict]:
+    """Iterate batches from `start_batch` on, in worker processes when num_workers > 0."""
+    batches.start_batch = start_batch
+    if num_workers == 0:
+        return iter(batches)
+    loader = DataLoader(batches, batch_size=None, num_workers=num_workers, prefetch_factor=4,
+                        persistent_workers=False, pin_memory=torch.cuda.is_available())
+    return iter(loader)

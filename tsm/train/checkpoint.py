@@ -1,0 +1,149 @@
+"""Checkpoints: an ordinary Hugging Face model folder plus everything needed to resume.
+
+`checkpoint-{step}/` holds config.json + model.safetensors (loadable by chronos' pipelines),
+`trainer_state.pt` (optimizer, scheduler, step, data-sampling state), one `rng_state_{rank}.pt` per
+rank, and the resolved `tsm_config.yaml`. A checkpoint is written under a hidden temporary name and
+renamed when complete, so a crash mid-write never leaves a checkpoint that looks valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tsm.config import ConfigError, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+FINAL_CHECKPOINT = "final-checkpoint"
+TRAINER_STATE = "trainer_state.pt"
+CONFIG_COPY = "tsm_config.yaml"
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_model_folder(model: torch.nn.Module, folder: Path, cfg: TrainConfig) -> None:
+    """An HF model folder that `Chronos2Pipeline.from_pretrained` loads, with the run's config beside it."""
+    model.save_pretrained(folder, safe_serialization=True)
+    (folder / CONFIG_COPY).write_text(cfg.to_yaml())
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a completed temporary folder into place, replacing an older folder of the same name."""
+    if final.exists():
+        old = final.with_name(f".old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+def save_checkpoint(
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    cfg: TrainConfig,
+    step: int,
+    extra_state: dict[str, Any],
+) -> Path:
+    """Write `checkpoint-{step}` atomically (all ranks call this), then rotate old checkpoints."""
+    output_dir = Path(cfg.output_dir)
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".tmp-checkpoint-{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write_model_folder(accelerator.unwrap_model(model), tmp, cfg)
+        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "world_size": accelerator.num_processes, **extra_state}
+        torch.save(state, tmp / TRAINER_STATE)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _replace_dir(tmp, final)
+        rotate_checkpoints(output_dir, cfg.save_total_limit)
+        logger.info("Saved %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def save_final(accelerator: Any, model: torch.nn.Module, cfg: TrainConfig) -> Path:
+    final = Path(cfg.output_dir) / FINAL_CHECKPOINT
+    if accelerator.is_main_process:
+        tmp = final.with_name(f".tmp-{FINAL_CHECKPOINT}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_model_folder(accelerator.unwrap_model(model), tmp, cfg)
+        _replace_dir(tmp, final)
+        logger.info("Saved %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    if output_dir.is_dir():
+        for p in output_dir.iterdir():
+            m = CHECKPOINT_RE.match(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def rotate_checkpoints(output_dir: Path, keep: int | None) -> None:
+    if keep is None:
+        return
+    for _, path in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("Removed %s (save_total_limit=%d)", path, keep)
+
+
+def check_resumable(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(
+            f"resume_from_checkpoint {path}: no such folder. Give a checkpoint-<step> folder from an earlier "
+            "run's output_dir."
+        )
+    missing = [name for name in ("config.json", TRAINER_STATE) if not (p / name).is_file()]
+    if missing:
+        hint = " (final-checkpoint holds weights only: fine-tune from it with --model-id instead)" \
+            if p.name == FINAL_CHECKPOINT else ""
+        raise ConfigError(
+            f"resume_from_checkpoint {path}: not a resumable tsm checkpoint, missing {', '.join(missing)}{hint}."
+        )
+    return p
+
+
+def load_trainer_state(path: Path, rank: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The trainer state and this rank's RNG state (None when the checkpoint had fewer ranks)."""
+    state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
+    rng_file = path / f"rng_state_{rank}.pt"
+    rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
+    return state, rng

@@ -1,0 +1,154 @@
+"""The training loop: one function you can read at once (in the spirit of nanoGPT and torchtitan)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import get_scheduler
+
+from tsm.config import TrainConfig
+from tsm.data.arrow import ArrowCorpus
+from tsm.data.batches import TrainingBatches, batch_iterator
+from tsm.model import count_parameters, create_model, load_model, set_forecast_lengths
+from tsm.train.checkpoint import (
+    check_resumable,
+    load_trainer_state,
+    save_checkpoint,
+    save_final,
+    set_rng_state,
+)
+from tsm.train.monitor import TrainingMonitor, setup_logging
+
+logger = logging.getLogger("tsm")
+
+_SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return setting
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases, norms and embeddings (the usual transformer recipe).
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "shared" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             eps=cfg.adam_epsilon, fused=fused)
+
+
+def open_training_data(cfg: TrainConfig, output_patch_size: int, rank: int) -> TrainingBatches:
+    if not cfg.training_data_paths:
+        from tsm.config import ConfigError
+
+        raise ConfigError("training_data_paths is empty: give at least one corpus folder in the config")
+    corpora = [ArrowCorpus(path) for path in cfg.training_data_paths]
+    return TrainingBatches(
+        corpora, cfg.mixture_weights,
+        context_length=cfg.context_length, prediction_length=cfg.prediction_length, min_past=cfg.min_past,
+        batch_size=cfg.per_device_train_batch_size, output_patch_size=output_patch_size, seed=cfg.seed,
+        rank=rank, max_series_per_corpus=cfg.max_train_series,
+    )
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train as configured; returns the `final-checkpoint` folder."""
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    output_dir = Path(cfg.output_dir)
+    setup_logging(output_dir, accelerator.is_main_process)
+    if cfg.tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+
+    resume = check_resumable(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
+    set_seed(cfg.seed)  # same initial weights on every rank
+    if resume is not None:
+        model = load_model(str(resume))
+        set_forecast_lengths(model, cfg.context_length, cfg.prediction_length)
+    else:
+        model = create_model(cfg)
+    # Data is opened before any heavy work so that bad corpora fail fast.
+    batches = open_training_data(cfg, model.chronos_config.output_patch_size, accelerator.process_index)
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "resolved_config.yaml").write_text(cfg.to_yaml())
+    model.to(accelerator.device)
+    model.train()
+    optimizer = build_optimizer(model, cfg)
+    scheduler = get_scheduler(
+        _SCHEDULERS[cfg.lr_scheduler_type], optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * cfg.max_steps), num_training_steps=cfg.max_steps,
+    )
+    # Only the model goes through accelerate (device placement, DDP wrapping, autocast); the optimizer
+    # and scheduler stay plain so the schedule advances exactly once per optimizer step.
+    model = accelerator.prepare_model(model)
+
+    start_step = 0
+    if resume is not None:
+        state, rng = load_trainer_state(resume, accelerator.process_index)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step = int(state["step"])
+        if rng is not None:
+            set_rng_state(rng)
+        if state.get("world_size") != accelerator.num_processes:
+            logger.warning("Resuming a %s-rank run on %d ranks: data order differs from the original run",
+                           state.get("world_size"), accelerator.num_processes)
+        logger.info("Resumed from %s at step %d", resume, start_step)
+
+    accum = cfg.gradient_accumulation_steps
+    global_batch = cfg.per_device_train_batch_size * accum * accelerator.num_processes
+    logger.info(
+        "Training %s parameters on %s (%d process%s, mixed precision %s) for %d steps\n"
+        "  context %d, prediction %d, global batch %d series (%d per device x %d accumulation x %d ranks)\n"
+        "Training data:\n%s",
+        f"{count_parameters(model):,}", accelerator.device, accelerator.num_processes,
+        "" if accelerator.num_processes == 1 else "es", accelerator.mixed_precision, cfg.max_steps,
+        cfg.context_length, cfg.prediction_length, global_batch, cfg.per_device_train_batch_size, accum,
+        accelerator.num_processes, batches.describe(),
+    )
+
+    monitor = TrainingMonitor(accelerator, output_dir, cfg.max_steps, cfg.log_steps, cfg.to_yaml())
+    data = batch_iterator(batches, cfg.dataloader_num_workers, start_batch=start_step * accum)
+    device = accelerator.device
+    started = time.perf_counter()
+    for step in range(start_step + 1, cfg.max_steps + 1):
+        step_loss = torch.zeros((), device=device)
+        samples = 0
+        for micro in range(accum):
+            batch = next(data)
+            samples += batch["context"].shape[0]
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            # Gradients are all-reduced only on the last micro-batch of an accumulation window.
+            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+            with sync:
+                loss = model(**batch).loss / accum
+                accelerator.backward(loss)
+            step_loss += loss.detach()
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        monitor.on_step(step, step_loss, grad_norm, scheduler.get_last_lr()[0], samples)
+        if step % cfg.save_steps == 0:
+            save_checkpoint(accelerator, model, optimizer, scheduler, cfg, step,
+                            {"data": {"seed": cfg.seed, "batches_consumed": step * accum}})
+    monitor.close()
+    final = save_final(accelerator, model, cfg)
+    logger.info("Done: %d steps in %.1fs. Final model: %s", cfg.max_steps - start_step,
+                time.perf_counter() - started, final)
+    accelerator.end_training()
+    return final
