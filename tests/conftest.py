@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import yaml
+
+from tsm.config import TrainConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "config" / "training" / "chronos2-test.yaml"
+
+datasets.disable_progress_bars()
+
+
+def write_corpus(path: Path, rows: list, **columns) -> Path:
+    """A corpus on disk exactly as users make one: datasets' save_to_disk."""
+    datasets.Dataset.from_dict({"target": rows, **columns}).save_to_disk(str(path))
+    return path
+
+
+def random_walks(n: int, lo: int, hi: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.cumsum(rng.normal(size=rng.integers(lo, hi + 1))).astype("float32") + 100 for _ in range(n)]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus", random_walks(64, 200, 400))
+
+
+def tiny_config(data: Path, output_dir: Path, **overrides) -> TrainConfig:
+    """The project's test config, shrunk so a step takes milliseconds."""
+    base = {
+        "training_data_paths": [str(data)], "probability": None, "output_dir": str(output_dir),
+        "context_length": 128, "prediction_length": 32, "min_past": 16, "per_device_train_batch_size": 8,
+        "max_steps": 6, "save_steps": 3, "log_steps": 2,
+        "model.d_model": 64, "model.d_kv": 16, "model.d_ff": 128, "model.num_heads": 4, "model.num_layers": 2,
+    }
+    base.update(overrides)
+    return load_config(TEST_CONFIG, base)
+
+
+def save_yaml(cfg: TrainConfig, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path

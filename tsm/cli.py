@@ -48,7 +48,10 @@ def _train(args: argparse.Namespace) -> int:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set log_steps=5")
         key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({exc.problem})") from None
     cfg = load_config(args.config, overrides)
     from tsm.train.loop import train
 

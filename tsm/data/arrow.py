@@ -145,12 +145,12 @@ def open_dataset_table(path: str | Path) -> tuple[pa.Table, str]:
         )
     try:
         ds = datasets.load_from_disk(str(p))
-    except (FileNotFoundError, ValueError) as exc:
+    except FileNotFoundError as exc:  # raised by datasets when state.json / dataset_info.json are missing
         raise DataError(
             f"training data path {path} is not a saved `datasets` folder ({exc}). Convert the data with "
-            "`datasets.Dataset.from_dict({'target': [...]}).save_to_disk(path)` or `tsm data convert`."
+            "`datasets.Dataset.from_dict({'target': [...]}).save_to_disk(path)` (README: Data format)."
         ) from None
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise DataError(
             f"training data path {path}: an Arrow file could not be read ({exc}); it may be corrupted."
         ) from None

@@ -159,6 +159,8 @@ def batch_iterator(batches: TrainingBatches, num_workers: int, start_batch: int)
     batches.start_batch = start_batch
     if num_workers == 0:
         return iter(batches)
+    # A generator of its own: otherwise the DataLoader draws its worker seed from the global torch RNG,
+    # and a resumed run's dropout masks would drift from the straight run's.
     loader = DataLoader(batches, batch_size=None, num_workers=num_workers, prefetch_factor=4,
-                        persistent_workers=False, pin_memory=torch.cuda.is_available())
+                        pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(batches.seed))
     return iter(loader)

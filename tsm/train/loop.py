@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import get_scheduler
@@ -66,6 +67,7 @@ def open_training_data(cfg: TrainConfig, output_patch_size: int, rank: int) -> T
 def train(cfg: TrainConfig) -> Path:
     """Train as configured; returns the `final-checkpoint` folder."""
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    transformers.utils.logging.disable_progress_bar()  # per-checkpoint bars would flood training.log
     output_dir = Path(cfg.output_dir)
     setup_logging(output_dir, accelerator.is_main_process)
     if cfg.tf32 and torch.cuda.is_available():

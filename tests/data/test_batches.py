@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import random_walks, write_corpus
+from tsm.config import ModelArchConfig
+from tsm.data.arrow import ArrowCorpus, DataError
+from tsm.data.batches import TrainingBatches, batch_iterator
+from tsm.model import build_model
+
+
+def make_batches(paths, weights=None, **kw):
+    corpora = [ArrowCorpus(p) for p in paths]
+    args = dict(context_length=64, prediction_length=16, min_past=8, batch_size=8, output_patch_size=16, seed=1)
+    args.update(kw)
+    return TrainingBatches(corpora, weights or [1.0] * len(corpora), **args)
+
+
+def find_segment(series: list[np.ndarray], segment: np.ndarray) -> bool:
+    for s in series:
+        for start in range(len(s) - len(segment) + 1):
+            if np.array_equal(s[start : start + len(segment)], segment):
+                return True
+    return False
+
+
+def test_batch_is_a_real_window_left_padded(tmp_path):
+    rows = random_walks(20, 30, 200, seed=3)
+    b = make_batches([write_corpus(tmp_path / "c", rows)]).batch(0)
+    assert b["context"].shape[0] == 8 and b["context"].shape[1] <= 64
+    assert b["future_target"].shape == (8, 16) and b["num_output_patches"] == 1
+    assert torch.equal(b["group_ids"], torch.arange(8))
+    assert torch.isnan(b["future_covariates"]).all()  # univariate: nothing known in the future
+    for ctx, fut in zip(b["context"].numpy(), b["future_target"].numpy(), strict=True):
+        observed = ctx[~np.isnan(ctx)]
+        # NaN only on the left (padding), at least min_past observed, context + future contiguous in a series
+        assert not np.isnan(ctx[len(ctx) - len(observed) :]).any()
+        assert 8 <= len(observed) <= 64
+        assert find_segment(rows, np.concatenate([observed, fut]))
+
+
+def test_counter_based_sampling(tmp_path):
+    b = make_batches([write_corpus(tmp_path / "c", random_walks(50, 100, 200))])
+    again = make_batches([tmp_path / "c"])
+    other_rank = make_batches([tmp_path / "c"], rank=1)
+    assert torch.equal(b.batch(7)["future_target"], again.batch(7)["future_target"])
+    assert not torch.equal(b.batch(7)["future_target"], b.batch(8)["future_target"])
+    assert not torch.equal(b.batch(7)["future_target"], other_rank.batch(7)["future_target"])
+
+
+def test_workers_give_the_single_process_order(tmp_path):
+    b = make_batches([write_corpus(tmp_path / "c", random_walks(50, 100, 200))])
+    single = batch_iterator(b, num_workers=0, start_batch=5)
+    expected = [next(single)["future_target"] for _ in range(6)]
+    b2 = make_batches([tmp_path / "c"])
+    multi = batch_iterator(b2, num_workers=2, start_batch=5)
+    got = [next(multi)["future_target"] for _ in range(6)]
+    for e, g in zip(expected, got, strict=True):
+        assert torch.equal(e, g)
+
+
+def test_short_series_are_skipped_and_counted(tmp_path):
+    rows = random_walks(10, 100, 100) + random_walks(5, 10, 20, seed=1)
+    b = make_batches([write_corpus(tmp_path / "c", rows)])
+    assert (b.stats[0].total, b.stats[0].too_short, b.stats[0].used) == (15, 5, 10)
+    assert "5 shorter than min_past+prediction_length (24) skipped" in b.describe()
+    for i in range(20):
+        assert b.batch(i)["context"].shape[1] + 16 >= 24
+
+
+def test_all_too_short_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="all 3 series are shorter"):
+        make_batches([write_corpus(tmp_path / "c", random_walks(3, 5, 10))])
+
+
+def test_mixture_probabilities(tmp_path):
+    high = write_corpus(tmp_path / "high", [np.full(100, 1000.0, dtype="float32")] * 5)
+    low = write_corpus(tmp_path / "low", [np.full(100, -1000.0, dtype="float32")] * 5)
+    b = make_batches([high, low], weights=[0.8, 0.2], batch_size=50)
+    picks = torch.cat([b.batch(i)["future_target"][:, 0] for i in range(20)])
+    share_high = (picks > 0).float().mean().item()
+    assert 0.75 < share_high < 0.85
+
+
+def test_max_series_is_a_deterministic_subset(tmp_path):
+    rows = [np.full(50, float(i), dtype="float32") for i in range(100)]
+    path = write_corpus(tmp_path / "c", rows)
+    b = make_batches([path], max_series_per_corpus=7)
+    assert len(b.usable[0]) == 7
+    assert np.array_equal(b.usable[0], make_batches([path], max_series_per_corpus=7).usable[0])
+    seen = {int(v) for i in range(30) for v in b.batch(i)["future_target"][:, 0]}
+    assert seen <= set(b.usable[0].tolist()) and len(seen) > 3
+
+
+def test_covariates_share_a_group_and_never_count_as_targets(tmp_path):
+    n = 120
+    target = [np.arange(n, dtype="float32")[None, :]] * 4
+    past = [np.full((1, n), -1.0, dtype="float32")] * 4
+    future = [np.full((2, n), 7.0, dtype="float32")] * 4
+    path = write_corpus(tmp_path / "c", target, past_feat_dynamic_real=past, feat_dynamic_real=future)
+    b = make_batches([path], batch_size=8).batch(0)
+    # 4 rows per item (target, past covariate, 2 future covariates): 2 items fill a batch of 8 rows
+    assert b["group_ids"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    ft, fc = b["future_target"].view(2, 4, 16), b["future_covariates"].view(2, 4, 16)
+    assert not torch.isnan(ft[:, 0]).any() and torch.isnan(ft[:, 1:]).all()
+    assert torch.isnan(fc[:, :2]).all() and (fc[:, 2:] == 7.0).all()
+
+
+def test_batch_feeds_chronos2_forward(tmp_path):
+    b = make_batches([write_corpus(tmp_path / "c", random_walks(20, 100, 200))], prediction_length=40)
+    model = build_model(ModelArchConfig(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4), 64)
+    out = model(**b.batch(0))
+    assert out.quantile_preds.shape == (8, 21, 48) and torch.isfinite(out.loss)
