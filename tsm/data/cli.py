@@ -12,7 +12,7 @@ def _synth(args: argparse.Namespace) -> int:
     from tsm.data.synth import generate, write_corpus
 
     series = generate(args.kind, args.num_series, args.min_length, args.max_length, args.seed,
-                      num_workers=args.workers)
+                      num_workers=args.workers, progress=True)
     rows = write_corpus(args.output, series)
     print(f"wrote {rows:,} {args.kind} series to {args.output}")
     return 0

