@@ -1,4 +1,5 @@
 # Helpers shared by the rules: paths under results/{run}/ and the training launch command.
+import os
 import shlex
 
 RUN = config["run"]

@@ -6,6 +6,8 @@ rule synth_train:
         directory(f"{RESULTS}/data/train"),
     params:
         synth=config["data"]["synth"],
+    conda:
+        "../envs/tsm.yaml"
     log:
         f"{RESULTS}/logs/synth_train.log",
     benchmark:

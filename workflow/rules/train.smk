@@ -10,8 +10,10 @@ rule train_stage1:
     params:
         launch=launch_command(config["launch"]["num_processes"]),
         config=config["stage1"]["config"],
-        outdir=f"{RESULTS}/stage1",
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
         overrides=overrides("stage1"),
+    conda:
+        "../envs/tsm.yaml"
     log:
         f"{RESULTS}/logs/train_stage1.log",
     benchmark:
@@ -33,9 +35,11 @@ rule train_stage2:
     params:
         launch=launch_command(config["launch"]["num_processes"]),
         config=config["stage2"]["config"],
-        outdir=f"{RESULTS}/stage2",
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
         context_length=config["stage2"]["context_length"],
         overrides=overrides("stage2"),
+    conda:
+        "../envs/tsm.yaml"
     log:
         f"{RESULTS}/logs/train_stage2.log",
     benchmark:
