@@ -61,6 +61,15 @@ class ModelArchConfig(_Strict):
         return self
 
 
+class MonitorConfig(_Strict):
+    """What the run reports besides the per-step line (see tsm/train/monitor.py)."""
+
+    health_report_interval: int = Field(500, gt=0)  # steps between boxed health reports
+    grad_explosion_factor: float = Field(10.0, gt=1.0)  # alert when grad norm > factor x its recent median
+    throughput_drop_share: float = Field(0.5, gt=0.0, lt=1.0)  # alert when steps/s falls below this share
+    data_wait_alert_share: float = Field(0.2, gt=0.0, lt=1.0)  # alert when data wait exceeds this share of a step
+
+
 class TrainConfig(_Strict):
     # --- model ---------------------------------------------------------------------------------
     model_id: str | None = None  # hub id (amazon/chronos-2) or local checkpoint folder
@@ -94,6 +103,7 @@ class TrainConfig(_Strict):
     save_steps: int = Field(100, gt=0)
     save_total_limit: int | None = Field(3, gt=0)
     log_steps: int = Field(10, gt=0)
+    monitoring: MonitorConfig = Field(default_factory=MonitorConfig)
     resume_from_checkpoint: str | None = None
 
     @model_validator(mode="after")

@@ -138,15 +138,18 @@ def train(cfg: TrainConfig) -> Path:
         accelerator.num_processes, batches.describe(),
     )
 
-    monitor = TrainingMonitor(accelerator, output_dir, cfg.max_steps, cfg.log_steps, cfg.to_yaml())
+    monitor = TrainingMonitor(accelerator, output_dir, cfg, data_stats=batches.stats)
     data = batch_iterator(batches, cfg.dataloader_num_workers, start_batch=start_step * accum)
     device = accelerator.device
     started = time.perf_counter()
     for step in range(start_step + 1, cfg.max_steps + 1):
         step_loss = torch.zeros((), device=device)
         samples = 0
+        data_wait = 0.0
         for micro in range(accum):
+            waited = time.perf_counter()
             batch = next(data)
+            data_wait += time.perf_counter() - waited
             samples += batch["context"].shape[0]
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             # Gradients are all-reduced only on the last micro-batch of an accumulation window.
@@ -159,7 +162,7 @@ def train(cfg: TrainConfig) -> Path:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        monitor.on_step(step, step_loss, grad_norm, scheduler.get_last_lr()[0], samples)
+        monitor.on_step(step, step_loss, grad_norm, scheduler.get_last_lr()[0], samples, data_wait)
         if step % cfg.save_steps == 0:
             save_checkpoint(accelerator, model, optimizer, scheduler, cfg, step,
                             {"data": {"seed": cfg.seed, "batches_consumed": step * accum}})

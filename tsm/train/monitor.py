@@ -16,6 +16,9 @@ from pathlib import Path
 import psutil
 import torch
 
+from tsm.config import TrainConfig
+from tsm.data.batches import CorpusStats
+
 logger = logging.getLogger("tsm")
 
 
@@ -56,23 +59,26 @@ def memory_text(device: torch.device) -> str:
 
 
 class TrainingMonitor:
-    def __init__(self, accelerator, output_dir: Path, max_steps: int, log_steps: int, config_text: str):
+    def __init__(self, accelerator, output_dir: Path, cfg: TrainConfig, data_stats: list[CorpusStats]):
         self.accelerator = accelerator
-        self.max_steps = max_steps
-        self.log_steps = log_steps
+        self.max_steps = cfg.max_steps
+        self.log_steps = cfg.log_steps
+        self.settings = cfg.monitoring
+        self.data_stats = data_stats
         self.writer = None
         if accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
-            self.writer.add_text("config", "```yaml\n" + config_text + "\n```", 0)
+            self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "\n```", 0)
         self._losses: list[torch.Tensor] = []
         self._samples = 0
         self._window_start = time.perf_counter()
         self._window_steps = 0
         self.best_loss = math.inf
 
-    def on_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, samples: int) -> None:
+    def on_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, samples: int,
+                data_wait_s: float = 0.0) -> None:
         self._losses.append(loss)
         self._samples += samples
         self._window_steps += 1
