@@ -1,4 +1,4 @@
-"""The `tsm` command: `tsm train`, `tsm data ...`."""
+"""The `tsm` command: `tsm train`, `tsm evaluate`, `tsm data ...`."""
 
 from __future__ import annotations
 
@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
     from tsm.data.cli import add_data_parser
+    from tsm.eval.cli import add_eval_parser
 
     add_data_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 
