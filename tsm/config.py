@@ -68,6 +68,23 @@ class MonitorConfig(_Strict):
     grad_explosion_factor: float = Field(10.0, gt=1.0)  # alert when grad norm > factor x its recent median
     throughput_drop_share: float = Field(0.5, gt=0.0, lt=1.0)  # alert when steps/s falls below this share
     data_wait_alert_share: float = Field(0.2, gt=0.0, lt=1.0)  # alert when data wait exceeds this share of a step
+    loss_ema_fast_steps: int = Field(50, gt=0)  # span of the fast loss EMA (the log line's `ema=`)
+    loss_ema_slow_steps: int = Field(500, gt=0)  # span of the slow loss EMA (the health report's trend)
+    alert_cooldown_steps: int = Field(500, gt=0)  # the same kind of alert is printed at most once per this many steps
+
+
+class ParallelismConfig(_Strict):
+    """How the model is spread over ranks (tsm/train/parallel.py)."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: torch FSDP2, each encoder block a shard unit
+    reshard_after_forward: bool = True  # false: keep gathered params between forward and backward (faster, more memory)
+    gradient_checkpointing: bool = False  # non-reentrant activation checkpointing around each encoder block
+    torch_compile: bool = False  # compile each encoder block
+
+
+class BenchmarkWeights(_Strict):
+    wql: float = Field(0.5, ge=0.0)
+    mase: float = Field(0.5, ge=0.0)
 
 
 class TrainConfig(_Strict):
@@ -98,12 +115,21 @@ class TrainConfig(_Strict):
     seed: int = 42
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"  # auto: bf16 on GPUs that support it
     tf32: bool = True
+    parallelism: ParallelismConfig = Field(default_factory=ParallelismConfig)
     # --- output --------------------------------------------------------------------------------
     output_dir: str = "results/train"
     save_steps: int = Field(100, gt=0)
     save_total_limit: int | None = Field(3, gt=0)
     log_steps: int = Field(10, gt=0)
     monitoring: MonitorConfig = Field(default_factory=MonitorConfig)
+    # --- benchmark evaluation during training (off unless benchmark_config is set) --------------
+    benchmark_config: str | None = None  # e.g. config/benchmarks/lite-offline.yaml
+    benchmark_datasets_root: str = "data/benchmarks"
+    benchmark_eval_steps: int = Field(1000, gt=0)
+    benchmark_batch_size: int = Field(256, gt=0)
+    benchmark_top_k: int = Field(3, gt=0)  # checkpoints kept by score, never rotated away
+    benchmark_checkpoint_metric: Literal["wql", "mase", "composite"] = "wql"
+    benchmark_composite_weights: BenchmarkWeights = Field(default_factory=BenchmarkWeights)
     resume_from_checkpoint: str | None = None
 
     @model_validator(mode="after")

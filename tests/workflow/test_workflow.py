@@ -69,10 +69,18 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
         assert (run / "benchmarks" / f"{rule}.tsv").is_file() and (run / "logs" / f"{rule}.log").is_file()
 
     from chronos import Chronos2Pipeline
+    from safetensors.torch import load_file
 
+    from tsm.config import ModelArchConfig
+    from tsm.model import build_model
+
+    # weights saved by 2 DDP ranks carry the model's own names (no DDP `module.` prefix)
+    fresh = build_model(ModelArchConfig(num_layers=2), 128)
+    assert set(load_file(stage1 / "model.safetensors")) == set(fresh.state_dict())
     Chronos2Pipeline.from_pretrained(stage2).predict_quantiles([__import__("torch").randn(300)], prediction_length=8)
 
-    before1, before2 = (stage1 / "model.safetensors").stat().st_mtime_ns, (stage2 / "model.safetensors").stat().st_mtime_ns
+    before1 = (stage1 / "model.safetensors").stat().st_mtime_ns
+    before2 = (stage2 / "model.safetensors").stat().st_mtime_ns
     snakemake(workdir, "-R", "train_stage2", "all", "--configfile", "tiny.yaml")
     assert (stage1 / "model.safetensors").stat().st_mtime_ns == before1  # stage 1 untouched
     assert (stage2 / "model.safetensors").stat().st_mtime_ns != before2  # stage 2 redone

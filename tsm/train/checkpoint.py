@@ -1,7 +1,9 @@
 """Checkpoints: an ordinary Hugging Face model folder plus everything needed to resume.
 
-`checkpoint-{step}/` holds config.json + model.safetensors (loadable by chronos' pipelines),
-`trainer_state.pt` (optimizer, scheduler, step, data-sampling state), one `rng_state_{rank}.pt` per
+`checkpoint-{step}/` holds config.json + model.safetensors (the full model, gathered once and written
+by rank 0; loadable by chronos' pipelines), `dcp/` (model and optimizer state written shard by shard by
+every rank with torch.distributed.checkpoint: no rank gathers the optimizer, and a checkpoint of N ranks
+loads on M), `trainer_state.pt` (scheduler, step, data-sampling state), one `rng_state_{rank}.pt` per
 rank, and the resolved `tsm_config.yaml`. A checkpoint is written under a hidden temporary name and
 renamed when complete, so a crash mid-write never leaves a checkpoint that looks valid.
 """
@@ -17,6 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 
 from tsm.config import ConfigError, TrainConfig
 
@@ -25,6 +34,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 FINAL_CHECKPOINT = "final-checkpoint"
 TRAINER_STATE = "trainer_state.pt"
+SHARDED_STATE = "dcp"
 CONFIG_COPY = "tsm_config.yaml"
 
 
@@ -45,10 +55,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_model_folder(model: torch.nn.Module, folder: Path, cfg: TrainConfig) -> None:
-    """An HF model folder that `Chronos2Pipeline.from_pretrained` loads, with the run's config beside it."""
-    model.save_pretrained(folder, safe_serialization=True)
-    (folder / CONFIG_COPY).write_text(cfg.to_yaml())
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded model weights on rank 0's CPU (empty on other ranks). All ranks must call it.
+    Pass the unwrapped model (no DDP `module.` prefix); FSDP2 shards in place, so it needs no unwrapping."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
+def write_model_folder(accelerator: Any, model: torch.nn.Module, folder: Path, cfg: TrainConfig) -> None:
+    """An HF model folder that `Chronos2Pipeline.from_pretrained` loads, with the run's config beside it.
+    All ranks call it (the weights are gathered); rank 0 writes."""
+    model = accelerator.unwrap_model(model)
+    state = full_model_state(model)
+    if accelerator.is_main_process:
+        model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+        (folder / CONFIG_COPY).write_text(cfg.to_yaml())
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -79,12 +100,17 @@ def save_checkpoint(
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        write_model_folder(accelerator.unwrap_model(model), tmp, cfg)
-        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "world_size": accelerator.num_processes, **extra_state}
-        torch.save(state, tmp / TRAINER_STATE)
     accelerator.wait_for_everyone()
+    write_model_folder(accelerator, model, tmp, cfg)
+    # Keys of the unwrapped model: a checkpoint resumes under DDP, FSDP or one process alike.
+    model_state, optim_state = get_state_dict(accelerator.unwrap_model(model), optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / SHARDED_STATE),
+             no_dist=not torch.distributed.is_initialized())
     torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": accelerator.num_processes,
+                 **extra_state}
+        torch.save(state, tmp / TRAINER_STATE)  # written last among the files
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _replace_dir(tmp, final)
@@ -94,12 +120,28 @@ def save_checkpoint(
     return final
 
 
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    rank: int) -> dict[str, Any]:
+    """Restore model, optimizer (resharded to this run's ranks) and scheduler; returns the trainer state.
+    `model` is the unwrapped model (see save_checkpoint)."""
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(path / SHARDED_STATE), no_dist=not torch.distributed.is_initialized())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    trainer_state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
+    scheduler.load_state_dict(trainer_state["scheduler"])
+    rng_file = path / f"rng_state_{rank}.pt"
+    trainer_state["rng"] = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
+    return trainer_state
+
+
 def save_final(accelerator: Any, model: torch.nn.Module, cfg: TrainConfig) -> Path:
     final = Path(cfg.output_dir) / FINAL_CHECKPOINT
+    tmp = final.with_name(f".tmp-{FINAL_CHECKPOINT}")
     if accelerator.is_main_process:
-        tmp = final.with_name(f".tmp-{FINAL_CHECKPOINT}")
         shutil.rmtree(tmp, ignore_errors=True)
-        write_model_folder(accelerator.unwrap_model(model), tmp, cfg)
+    write_model_folder(accelerator, model, tmp, cfg)
+    if accelerator.is_main_process:
         _replace_dir(tmp, final)
         logger.info("Saved %s", final)
     accelerator.wait_for_everyone()
@@ -117,11 +159,16 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
 
 
 def rotate_checkpoints(output_dir: Path, keep: int | None) -> None:
+    """Keep the newest `keep` checkpoints, plus every checkpoint listed in best-checkpoints.json."""
     if keep is None:
         return
+    from tsm.train.evaluation import read_best
+
+    protected = {entry["path"] for entry in read_best(output_dir)}
     for _, path in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-        logger.info("Removed %s (save_total_limit=%d)", path, keep)
+        if path.name not in protected:
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("Removed %s (save_total_limit=%d)", path, keep)
 
 
 def check_resumable(path: str | Path) -> Path:
@@ -131,7 +178,7 @@ def check_resumable(path: str | Path) -> Path:
             f"resume_from_checkpoint {path}: no such folder. Give a checkpoint-<step> folder from an earlier "
             "run's output_dir."
         )
-    missing = [name for name in ("config.json", TRAINER_STATE) if not (p / name).is_file()]
+    missing = [name for name in ("config.json", TRAINER_STATE, SHARDED_STATE) if not (p / name).exists()]
     if missing:
         hint = " (final-checkpoint holds weights only: fine-tune from it with --model-id instead)" \
             if p.name == FINAL_CHECKPOINT else ""
@@ -139,11 +186,3 @@ def check_resumable(path: str | Path) -> Path:
             f"resume_from_checkpoint {path}: not a resumable tsm checkpoint, missing {', '.join(missing)}{hint}."
         )
     return p
-
-
-def load_trainer_state(path: Path, rank: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The trainer state and this rank's RNG state (None when the checkpoint had fewer ranks)."""
-    state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
-    rng_file = path / f"rng_state_{rank}.pt"
-    rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
-    return state, rng

@@ -20,12 +20,15 @@ from tsm.data.batches import TrainingBatches, batch_iterator
 from tsm.model import count_parameters, create_model, load_model, set_forecast_lengths
 from tsm.train.checkpoint import (
     check_resumable,
-    load_trainer_state,
+    load_checkpoint,
+    rotate_checkpoints,
     save_checkpoint,
     save_final,
     set_rng_state,
 )
+from tsm.train.evaluation import BenchmarkEvaluator, update_best
 from tsm.train.monitor import TrainingMonitor, setup_logging
+from tsm.train.parallel import clip_grad_norm, no_gradient_sync, parallelize
 
 logger = logging.getLogger("tsm")
 
@@ -96,31 +99,34 @@ def train(cfg: TrainConfig) -> Path:
         set_forecast_lengths(model, cfg.context_length, cfg.prediction_length)
     else:
         model = create_model(cfg)
-    # Data is opened before any heavy work so that bad corpora fail fast.
+    # Data and benchmarks are opened before any heavy work so that bad inputs fail fast.
     batches = open_training_data(cfg, model.chronos_config.output_patch_size, accelerator.process_index)
+    # With FSDP every rank must run every forward, so all ranks evaluate all datasets in lockstep.
+    spread = cfg.parallelism.strategy != "fsdp"
+    evaluator = (BenchmarkEvaluator(cfg, accelerator.process_index, accelerator.num_processes, spread)
+                 if cfg.benchmark_config else None)
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "resolved_config.yaml").write_text(cfg.to_yaml())
     model.to(accelerator.device)
     model.train()
-    optimizer = build_optimizer(model, cfg)
+    model = parallelize(model, cfg.parallelism, accelerator)
+    optimizer = build_optimizer(model, cfg)  # after sharding: FSDP2 replaces parameters with DTensors
     scheduler = get_scheduler(
         _SCHEDULERS[cfg.lr_scheduler_type], optimizer,
         num_warmup_steps=int(cfg.warmup_ratio * cfg.max_steps), num_training_steps=cfg.max_steps,
     )
-    # Only the model goes through accelerate (device placement, DDP wrapping, autocast); the optimizer
-    # and scheduler stay plain so the schedule advances exactly once per optimizer step.
-    model = accelerator.prepare_model(model)
+    # The optimizer and scheduler stay plain (not accelerate-prepared), so the schedule advances exactly
+    # once per optimizer step whatever the number of ranks.
 
     start_step = 0
     if resume is not None:
-        state, rng = load_trainer_state(resume, accelerator.process_index)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        state = load_checkpoint(resume, accelerator.unwrap_model(model), optimizer, scheduler,
+                                accelerator.process_index)
         start_step = int(state["step"])
-        if rng is not None:
-            set_rng_state(rng)
+        if state["rng"] is not None:
+            set_rng_state(state["rng"])
         if state.get("world_size") != accelerator.num_processes:
             logger.warning("Resuming a %s-rank run on %d ranks: data order differs from the original run",
                            state.get("world_size"), accelerator.num_processes)
@@ -153,19 +159,28 @@ def train(cfg: TrainConfig) -> Path:
             samples += batch["context"].shape[0]
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             # Gradients are all-reduced only on the last micro-batch of an accumulation window.
-            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+            sync = contextlib.nullcontext() if micro == accum - 1 else no_gradient_sync(model, accelerator)
             with sync:
                 loss = model(**batch).loss / accum
                 accelerator.backward(loss)
             step_loss += loss.detach()
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         monitor.on_step(step, step_loss, grad_norm, scheduler.get_last_lr()[0], samples, data_wait)
-        if step % cfg.save_steps == 0:
+        evaluate_now = evaluator is not None and (step % cfg.benchmark_eval_steps == 0 or step == cfg.max_steps)
+        if step % cfg.save_steps == 0 or evaluate_now:  # a scored step keeps its weights, for top-K
             save_checkpoint(accelerator, model, optimizer, scheduler, cfg, step,
                             {"data": {"seed": cfg.seed, "batches_consumed": step * accum}})
+        if evaluate_now:
+            scores = evaluator.run(accelerator.unwrap_model(model))
+            monitor.on_benchmark(step, scores)
+            if accelerator.is_main_process:
+                update_best(output_dir, step, evaluator.checkpoint_score(scores), scores,
+                            cfg.benchmark_checkpoint_metric, cfg.benchmark_top_k)
+                rotate_checkpoints(output_dir, cfg.save_total_limit)  # one may have left the top-K
+            accelerator.wait_for_everyone()
     monitor.close()
     final = save_final(accelerator, model, cfg)
     logger.info("Done: %d steps in %.1fs. Final model: %s", cfg.max_steps - start_step,

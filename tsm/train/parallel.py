@@ -1,0 +1,88 @@
+"""All parallelism in one place (in the spirit of torchtitan's `parallelize`): DDP or FSDP2, activation
+checkpointing, torch.compile. The training loop's body is the same for one process, DDP and FSDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+from accelerate import Accelerator
+from chronos.chronos2.model import Chronos2EncoderBlock
+from torch.distributed.tensor import DTensor
+
+from tsm.config import ParallelismConfig
+
+logger = logging.getLogger("tsm")
+
+
+def apply_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each encoder block in the backward pass. Non-reentrant: exact gradients (the reentrant
+    variant silently leaves 111 parameters without gradients, DESIGN.md)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+    blocks = model.encoder.block
+    for i, block in enumerate(blocks):
+        blocks[i] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+
+
+def encoder_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, Chronos2EncoderBlock)]
+
+
+def apply_fsdp(model: torch.nn.Module, settings: ParallelismConfig, bf16: bool) -> None:
+    """FSDP2: each encoder block is one shard unit, then the root (embeddings, head, norms)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy()  # fp32 (on CPU always)
+    if bf16:
+        # bf16 compute and communication of parameters; gradients reduced in fp32 for accuracy.
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for block in encoder_blocks(model):
+        fully_shard(block, mp_policy=policy, reshard_after_forward=settings.reshard_after_forward)
+    fully_shard(model, mp_policy=policy, reshard_after_forward=settings.reshard_after_forward)
+
+
+def parallelize(model: torch.nn.Module, settings: ParallelismConfig, accelerator: Accelerator) -> torch.nn.Module:
+    """Wrap `model` (already on its device) for training as `settings` say; returns the model to train."""
+    if settings.gradient_checkpointing:
+        apply_activation_checkpointing(model)
+    if settings.strategy == "fsdp" and accelerator.num_processes > 1:
+        apply_fsdp(model, settings, bf16=accelerator.mixed_precision == "bf16")
+        logger.info("FSDP2: %d encoder blocks + root sharded over %d ranks (reshard_after_forward=%s)",
+                    len(encoder_blocks(model)), accelerator.num_processes, settings.reshard_after_forward)
+    else:
+        if settings.strategy == "fsdp":
+            logger.info("FSDP requested with one process: training unsharded")
+        # accelerate wraps DDP when there are several processes, and adds autocast for bf16.
+        model = accelerator.prepare_model(model)
+    if settings.torch_compile:
+        for block in encoder_blocks(model):
+            block.compile()
+    return model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+@contextlib.contextmanager
+def no_gradient_sync(model: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
+    """Skip the gradient all-reduce / reduce-scatter on a micro-batch that is not the last of a step."""
+    if is_sharded(model):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        with accelerator.no_sync(model):
+            yield
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip gradients; returns the total norm as a plain tensor (FSDP2 returns a DTensor)."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
