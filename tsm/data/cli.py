@@ -18,6 +18,100 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_offline(args: argparse.Namespace) -> int:
+    from tsm.config import TsmError
+    from tsm.data.competitions import build_all
+
+    try:
+        built = build_all(args.root, args.dataset or None)
+    except ValueError as exc:  # unknown dataset name
+        raise TsmError(str(exc)) from None
+    for name, path in built.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tsm.data.arrow import DataError
+    from tsm.data.validate import validate
+
+    paths, min_length = list(args.data or []), args.min_length
+    if args.config:
+        from tsm.config import load_config
+
+        cfg = load_config(args.config)
+        paths = paths or cfg.training_data_paths
+        if min_length is None:
+            min_length = cfg.min_past + cfg.prediction_length  # what the trainer needs of a series
+    if not paths:
+        raise DataError("nothing to validate: pass --data DIR [DIR ...] or a --config with training_data_paths")
+    if not validate(paths, min_length, args.output):
+        where = f"; details in {args.output}" if args.output else ""
+        raise DataError(f"validation failed: at least one corpus has fatal problems (listed above){where}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from tsm.data.convert import LongColumns, convert
+
+    def names(text: str | None) -> list[str]:
+        return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+    columns = LongColumns(args.id_column, args.timestamp_column, names(args.target_column),
+                          names(args.past_covariates), names(args.known_covariates))
+    summary = convert(args.input, args.output, args.format, columns, freq=args.freq, dtype=args.dtype)
+    print(summary.text())
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from tsm.data.arrow import DataError
+    from tsm.data.download import HubDataset, datasets_of_benchmark, download
+
+    wanted = [HubDataset(args.repo, name, args.revision) for name in args.dataset or []]
+    for benchmark in args.benchmark or []:
+        wanted += [d for d in datasets_of_benchmark(benchmark, args.repo) if d not in wanted]
+    if not wanted:
+        raise DataError("nothing to download: pass --dataset NAME [NAME ...] and/or --benchmark FILE")
+    status = download(wanted, args.root, force=args.force, probe_timeout=args.timeout)
+    for name, state in status.items():
+        print(f"{state:>16}: {args.root}/{name}")
+    return 0
+
+
+def _add_check_parsers(data_sub: argparse._SubParsersAction) -> None:
+    """validate, convert, download."""
+    v = data_sub.add_parser("validate", help="check corpora (schema, lengths, NaN/inf, covariates) -> JSON report")
+    v.add_argument("--data", nargs="+", help="corpus folders (default: the config's training_data_paths)")
+    v.add_argument("--config", help="training config YAML: min_past + prediction_length is the minimum length")
+    v.add_argument("--min-length", type=int, help="minimum usable series length (overrides --config)")
+    v.add_argument("--output", help="where to write the JSON report")
+    v.set_defaults(func=_validate)
+
+    c = data_sub.add_parser("convert", help="long CSV/Parquet or GluonTS JSON lines -> Arrow corpus")
+    c.add_argument("--input", required=True, help="a .csv, .parquet or .jsonl file (optionally .gz)")
+    c.add_argument("--output", required=True, help="corpus folder to write (replaced atomically)")
+    c.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="default: from the file name")
+    c.add_argument("--id-column", default="item_id")
+    c.add_argument("--timestamp-column", default="timestamp")
+    c.add_argument("--target-column", default="target", help="one column, or several (a,b) for a multivariate target")
+    c.add_argument("--past-covariates", help="columns known only in the past, e.g. a,b")
+    c.add_argument("--known-covariates", help="columns known in the future too, e.g. c,d")
+    c.add_argument("--freq", help="JSON lines only: the series' frequency (pandas alias: h, D, W, M, Q, Y)")
+    c.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="value type to store")
+    c.set_defaults(func=_convert)
+
+    d = data_sub.add_parser("download", help="fetch hub datasets into ROOT/<name>/ for offline use")
+    d.add_argument("--root", required=True, help="folder that receives one subfolder per dataset")
+    d.add_argument("--benchmark", nargs="+", help="benchmark YAML(s) whose datasets to fetch (config/benchmarks/)")
+    d.add_argument("--dataset", nargs="+", help="hub config name(s) to fetch from --repo")
+    d.add_argument("--repo", default="autogluon/chronos_datasets", help="hub dataset repo for --dataset")
+    d.add_argument("--revision", help="hub revision (commit, tag or branch) for --dataset, for reproducibility")
+    d.add_argument("--force", action="store_true", help="fetch again even when complete")
+    d.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub before giving up")
+    d.set_defaults(func=_download)
+
+
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="build, fetch and check datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -31,3 +125,8 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
     s.set_defaults(func=_synth)
+    b = data_sub.add_parser("build-offline", help="build the M1/M3/Tourism benchmark datasets (no network)")
+    b.add_argument("--root", required=True, help="datasets root: one folder per dataset is written here")
+    b.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: all nine)")
+    b.set_defaults(func=_build_offline)
+    _add_check_parsers(data_sub)
