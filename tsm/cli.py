@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,7 +54,10 @@ def _train(args: argparse.Namespace) -> int:
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item}: the value is not valid YAML ({exc.problem})") from None
     cfg = load_config(args.config, overrides)
+    from tsm.launch import map_mpi_environment
     from tsm.train.loop import train
+
+    map_mpi_environment(os.environ)  # a run started by mpirun: OpenMPI's ranks become torch's
 
     train(cfg)
     return 0
@@ -62,16 +66,28 @@ def _train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsm", description="Train and evaluate Chronos-2 models.")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("launch", help="multi-node: start accelerate launch on this SLURM node (tsm launch --help)")
     _add_train_parser(sub)
     from tsm.data.cli import add_data_parser
     from tsm.eval.cli import add_eval_parser
+    from tsm.report.cli import add_report_parser
 
     add_data_parser(sub)
     add_eval_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["launch"]:  # its own parser: everything after `--` goes to tsm train untouched
+        from tsm.launch import main as launch_main
+
+        try:
+            return launch_main(argv[1:])
+        except TsmError as exc:
+            print(f"tsm launch: error: {exc}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
