@@ -1,0 +1,386 @@
+"""tsm report: a real (tiny) run folder built here (two trained stages, two real benchmark datasets,
+`evaluate`'s CSVs, a validation report and Snakemake benchmark files measured by Snakemake's own
+benchmark code), the report built through the CLI, and its HTML parsed and checked against the run's
+numbers; missing or broken parts give notes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from snakemake.benchmark import benchmarked, write_benchmark_records
+
+from tests.conftest import random_walks, tiny_config, write_corpus
+from tsm.cli import main
+from tsm.data.competitions import build_competition_dataset
+from tsm.data.validate import summarise, validate
+from tsm.eval.benchmark import evaluate, load_benchmark, load_windows, pipeline_forecaster, relative_scores
+from tsm.report import build_report
+from tsm.report.forecasts import forecast_datasets, load_pipeline, pick_windows
+from tsm.report.plots import benchmark_curves, format_seconds
+from tsm.report.runfiles import Scalars, StageRun
+from tsm.report.sections import split_report, validation_tables
+from tsm.train.loop import train
+
+LITE_OFFLINE = Path(__file__).resolve().parents[1] / "config" / "benchmarks" / "lite-offline.yaml"
+DATASETS = ("monash_m1_yearly", "monash_m1_quarterly")
+SECTIONS = ("summary", "training", "benchmark", "forecasts", "validation", "runtimes")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run folder, as the DAG leaves it
+# ---------------------------------------------------------------------------------------------------
+
+
+def measured(path: Path, function, *args, **kwargs):
+    """Run `function` under Snakemake's own benchmark timer and write its TSV as a rule's `benchmark:`."""
+    with benchmarked() as record:
+        result = function(*args, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_benchmark_records([record], str(path), False)
+    return result
+
+
+def write_benchmark_csv(models: list[str], benchmark: Path, root: Path, output: Path) -> pd.DataFrame:
+    """What `tsm evaluate --model X --benchmark B --output O` writes."""
+    results = evaluate(models, benchmark, root, batch_size=64, progress=False)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results.to_csv(output, index=False)
+    return results
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("report")
+    run_dir = base / "results" / "test"
+    timings = run_dir / "benchmarks"
+    corpus = measured(timings / "synth_train.tsv", write_corpus, run_dir / "data" / "train", random_walks(64, 200, 400))
+    stage1 = measured(timings / "train_stage1.tsv", train, tiny_config(
+        corpus, run_dir / "stage1", max_steps=12, log_steps=2, save_steps=100, learning_rate=3e-3))
+    stage2 = measured(timings / "train_stage2.tsv", train, tiny_config(
+        corpus, run_dir / "stage2", random_init=False, model_id=str(stage1), context_length=256, max_steps=6,
+        log_steps=2, save_steps=100, learning_rate=1e-3))
+
+    root = run_dir / "data" / "benchmarks"
+    for name in DATASETS:
+        build_competition_dataset(name, root)
+    benchmark = base / "bench.yaml"
+    entries = [d for d in yaml.safe_load(LITE_OFFLINE.read_text())["datasets"] if d["name"] in DATASETS]
+    benchmark.write_text(yaml.safe_dump({"name": "report-test", "datasets": entries}))
+    results = {}
+    for name, model in (("stage1", str(stage1)), ("stage2", str(stage2)), ("seasonal-naive", "seasonal-naive")):
+        results[name] = measured(timings / f"evaluate_{name}.tsv", write_benchmark_csv, [model], benchmark, root,
+                                 run_dir / "benchmark" / f"{name}.csv")
+
+    # The data validation as `tsm data validate` writes it: the JSON report and the printed summary.
+    validation = run_dir / "validation"
+    min_length = 64  # longer than every M1 yearly series (max 58): a failed check, with an error to show
+    validate([corpus, root / DATASETS[0]], min_length, validation / "report.json", progress=False)
+    report = json.loads((validation / "report.json").read_text())
+    (validation / "summary.txt").write_text("\n".join(summarise(r) for r in report["datasets"]) + "\n")
+
+    output = run_dir / "report.html"
+    assert main(["report", "--run-dir", str(run_dir), "--output", str(output), "--benchmark", str(benchmark)]) == 0
+    return {"dir": run_dir, "benchmark": benchmark, "root": root, "results": results, "stage2": stage2,
+            "html": output.read_text(), "page": parse(output.read_text())}
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small DOM from html.parser: enough to find sections, tables, cells and images
+# ---------------------------------------------------------------------------------------------------
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str], parent: Node | None):
+        self.tag, self.attrs, self.parent, self.children, self.text_parts = tag, attrs, parent, [], []
+
+    @property
+    def text(self) -> str:
+        return "".join(part if isinstance(part, str) else part.text for part in self.text_parts)
+
+    def find_all(self, tag: str, **attrs) -> list[Node]:
+        found = []
+        for child in self.children:
+            if child.tag == tag and all(v in child.attrs.get(k, "").split() for k, v in attrs.items()):
+                found.append(child)
+            found += child.find_all(tag, **attrs)
+        return found
+
+    def find(self, tag: str, **attrs) -> Node:
+        found = self.find_all(tag, **attrs)
+        assert found, f"no <{tag} {attrs}>"
+        return found[0]
+
+    def classes(self) -> set[str]:
+        return set(self.attrs.get("class", "").split())
+
+
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class DomBuilder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = Node("#root", {}, None)
+        self.all_attrs: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = {k: v or "" for k, v in attrs}
+        self.all_attrs += [(tag, k, v) for k, v in attributes.items()]
+        node = Node(tag, attributes, self.current)
+        self.current.children.append(node)
+        self.current.text_parts.append(node)
+        if tag not in VOID:
+            self.current = node
+
+    def handle_endtag(self, tag):
+        node = self.current
+        while node is not None and node.tag != tag:
+            node = node.parent
+        if node is not None and node.parent is not None:
+            self.current = node.parent
+
+    def handle_data(self, data):
+        self.current.text_parts.append(data)
+
+
+def parse(text: str) -> DomBuilder:
+    builder = DomBuilder()
+    builder.feed(text)
+    builder.close()
+    return builder
+
+
+def section(page: DomBuilder, anchor: str) -> Node:
+    return next(s for s in page.root.find_all("section") if s.attrs.get("id") == anchor)
+
+
+def table_rows(table: Node, part: str = "tbody") -> list[list[Node]]:
+    return [row.find_all("td") for row in table.find(part).find_all("tr")]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The full report
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_every_section_is_present_in_order_and_linked(run):
+    page = run["page"]
+    anchors = [s.attrs["id"] for s in page.root.find_all("section")]
+    assert anchors == list(SECTIONS)
+    links = [a.attrs["href"] for a in page.root.find("nav").find_all("a")]
+    assert links == [f"#{anchor}" for anchor in SECTIONS]
+    for anchor in SECTIONS:
+        assert not section(page, anchor).find_all("p", **{"class": "note"}), f"unexpected note in {anchor}"
+
+
+def test_self_contained_no_external_links_or_scripts(run):
+    page, text = run["page"], run["html"]
+    assert not page.root.find_all("script") and not page.root.find_all("link")
+    for tag, name, value in page.all_attrs:
+        if name in ("src", "href", "action", "srcset", "poster"):
+            assert value.startswith(("data:image/png;base64,", "#")), (tag, name, value[:80])
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", re.sub(r"data:image/png;base64,[^\"]+", "", text))
+    assert "@import" not in text and "url(" not in text
+
+
+def test_images_are_real_pngs_one_fan_chart_per_dataset(run):
+    page = run["page"]
+    images = page.root.find_all("img")
+    for image in images:
+        data = base64.b64decode(image.attrs["src"].removeprefix("data:image/png;base64,"))
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+        assert image.attrs.get("alt")
+    fans = section(page, "forecasts").find_all("figure", **{"class": "fan"})
+    assert [f.find("img").attrs["alt"] for f in fans] == [f"fan chart: {name}" for name in DATASETS]
+    assert len(section(page, "training").find_all("img")) == 1
+    assert len(section(page, "benchmark").find_all("img")) == 1  # relative WQL bars
+    assert len(section(page, "runtimes").find_all("img")) == 1
+
+
+def test_benchmark_table_shows_the_csv_scores_best_highlighted_and_the_verdict(run):
+    benchmark = section(run["page"], "benchmark")
+    table = benchmark.find("table", **{"class": "scores"})
+    header = [th.text for th in table.find("thead").find_all("tr")[1].find_all("th")]
+    models = ["stage1", "stage2", "seasonal-naive"]
+    assert header == ["Dataset", *models, *models]
+    rows = {cells[0].text: cells[1:] for cells in table_rows(table)}
+    assert list(rows) == list(DATASETS)
+    combined = pd.concat([frame.assign(model=name) for name, frame in run["results"].items()])
+    scores = combined.set_index(["dataset", "model"])
+    for dataset, cells in rows.items():
+        for block, metric in enumerate(("WQL", "MASE")):
+            expected = [scores.loc[(dataset, m), metric] for m in models]
+            shown = cells[block * 3 : block * 3 + 3]
+            assert [c.text for c in shown] == [f"{v:.4f}" for v in expected]
+            best = {models[i] for i, c in enumerate(shown) if "best" in c.classes()}
+            assert best == {models[int(np.argmin(np.round(expected, 4)))]}
+    relative = relative_scores(combined).set_index("model")
+    footer = table_rows(table, "tfoot")[0]
+    assert "geo. mean" in footer[0].text
+    assert [c.text for c in footer[1:4]] == [f"{relative.loc[m, 'WQL']:.4f}" for m in models]
+    assert [c.text for c in footer[4:7]] == [f"{relative.loc[m, 'MASE']:.4f}" for m in models]
+    assert footer[3].text == "1.0000"
+    stage2 = relative.loc["stage2", "WQL"]
+    expected_sentence = ("Stage 2 beat seasonal naive" if stage2 < 1 else "Stage 2 did not beat seasonal naive")
+    verdict = benchmark.find("p", **{"class": "headline"}).text
+    assert verdict.startswith(expected_sentence) and f"{stage2:.3f}" in verdict and "over 2 datasets" in verdict
+    assert verdict in section(run["page"], "summary").find("p", **{"class": "headline"}).text
+
+
+def test_summary_shows_stages_steps_losses_and_configs(run):
+    from tsm.report.runfiles import read_scalars
+
+    summary = section(run["page"], "summary")
+    facts = {card.find("div", **{"class": "label"}).text: card.find("div", **{"class": "value"}).text
+             for card in summary.find_all("div", **{"class": "fact"})}
+    assert facts["Run"] == "test" and facts["Stages"] == "stage1 → stage2" and facts["Optimizer steps"] == "12 + 6"
+    stage2_losses = read_scalars(run["dir"] / "stage2" / "tensorboard")["train/loss"].values
+    assert facts["Final loss"] == f"{stage2_losses[-1]:.4f}"
+    recorded = sum(pd.read_csv(path, sep="\t")["s"].item() for path in (run["dir"] / "benchmarks").glob("*.tsv"))
+    assert facts["Wall time"] == f"{format_seconds(recorded)} all rules"
+    rows = {cells[0].text: [c.text for c in cells] for cells in table_rows(summary.find("table"))}
+    assert list(rows) == ["stage1", "stage2"]
+    assert rows["stage1"][1] == "random" and rows["stage2"][1] == "stage1/final-checkpoint"
+    assert rows["stage1"][3] == "128 → 32" and rows["stage2"][3] == "256 → 32"
+    assert rows["stage2"][6] == "6" and rows["stage2"][7] == f"{stage2_losses[-1]:.4f}"
+    configs = summary.find_all("details")
+    assert [d.find("summary").text for d in configs] == [f"{s}: resolved_config.yaml" for s in ("stage1", "stage2")]
+    assert configs[1].find("pre").text == (run["dir"] / "stage2" / "resolved_config.yaml").read_text()
+
+
+def test_validation_and_rule_times(run):
+    report = json.loads((run["dir"] / "validation" / "report.json").read_text())
+    validation = section(run["page"], "validation")
+    figures, corpora = validation.find_all("table")[:2]
+    assert [[c.text for c in row] for row in table_rows(figures)] == [["ok", "no"], ["min_length", "64"]]
+    header = [th.text for th in corpora.find_all("th")]
+    rows = {cells[0].text: [c.text for c in cells] for cells in table_rows(corpora)}
+    assert list(rows) == ["data/train", f"data/benchmarks/{DATASETS[0]}"]  # named relative to the run folder
+    assert [d["dataset"] for d in report["datasets"]] == [str(run["dir"] / name) for name in rows]
+    yearly = rows[f"data/benchmarks/{DATASETS[0]}"]
+    assert yearly[header.index("num_series")] == "181" and yearly[header.index("ok")] == "no"
+    assert yearly[header.index("errors")] == "1" and rows["data/train"][header.index("errors")] == "0"
+    # the validator's error is listed under the table
+    assert any("no usable series" in li.text for li in validation.find("ul", **{"class": "messages"}).find_all("li"))
+    nested = validation.find("details")
+    nested_rows = {cells[0].text: [c.text for c in cells[1:]] for cells in table_rows(nested.find("table"))}
+    assert nested_rows["length.max"] == [f"{d['length']['max']:,}" for d in report["datasets"]]
+    assert validation.find("pre").text == (run["dir"] / "validation" / "summary.txt").read_text()
+
+    runtimes = section(run["page"], "runtimes")
+    rules = [cells[0].text for cells in table_rows(runtimes.find("table"))]
+    assert rules == ["synth_train", "train_stage1", "train_stage2", "evaluate_seasonal-naive", "evaluate_stage1",
+                     "evaluate_stage2"]
+    recorded = pd.read_csv(run["dir"] / "benchmarks" / "train_stage1.tsv", sep="\t")["s"].item()
+    assert table_rows(runtimes.find("table"))[1][1].text == format_seconds(recorded)
+
+
+def test_fan_charts_forecast_the_scored_windows_in_eval_mode(run):
+    dataset = load_benchmark(run["benchmark"])[0]
+    pipeline = load_pipeline(run["stage2"])
+    assert not pipeline.model.training
+    drawn, notes = forecast_datasets(pipeline, [dataset], run["root"], series_per_dataset=3)
+    assert not notes and len(drawn[0].panels) == 3
+    windows = load_windows(dataset, run["root"])
+    chosen = pick_windows(len(windows.contexts), 3)
+    assert chosen[0] == 0 and chosen[-1] == len(windows.contexts) - 1
+    quantiles = pipeline_forecaster(pipeline)([windows.contexts[i] for i in chosen], dataset.prediction_length,
+                                             windows.seasonality, 8, lambda _: None)
+    for panel, index, forecast in zip(drawn[0].panels, chosen, quantiles, strict=True):
+        np.testing.assert_array_equal(panel.truth, windows.future[index])
+        np.testing.assert_allclose(panel.median, forecast[4], rtol=1e-5)
+        np.testing.assert_array_equal(panel.context, windows.contexts[index][-len(panel.context):])
+        assert np.all(panel.low <= panel.median) and np.all(panel.median <= panel.high)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Missing and broken parts
+# ---------------------------------------------------------------------------------------------------
+
+
+def notes_by_section(path: Path) -> dict[str, list[str]]:
+    page = parse(path.read_text())
+    return {anchor: [n.text for n in section(page, anchor).find_all("p", **{"class": "note"})] for anchor in SECTIONS}
+
+
+def test_empty_run_folder_gives_a_note_per_section(tmp_path):
+    run_dir = tmp_path / "empty"
+    run_dir.mkdir()
+    output = build_report(run_dir, tmp_path / "out" / "report.html")
+    notes = notes_by_section(output)
+    assert all(notes[anchor] for anchor in SECTIONS), notes
+    assert "No training stage folder" in " ".join(notes["summary"])
+    assert "No benchmark results" in notes["benchmark"][0]
+    assert "No final checkpoint" in notes["forecasts"][0]
+    assert not parse(output.read_text()).root.find_all("img")
+
+
+def test_partial_and_broken_parts_give_notes_not_a_crash(run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "partial"
+    shutil.copytree(run["dir"] / "stage1", run_dir / "stage1")  # stage 2 never ran
+    (run_dir / "stage1" / "tensorboard").rename(run_dir / "stage1" / "tb-moved")
+    (run_dir / "benchmark").mkdir()
+    (run_dir / "benchmark" / "stage1.csv").write_text("dataset,model,score\nx,y,1\n")  # wrong columns
+    (run_dir / "validation").mkdir()
+    (run_dir / "validation" / "summary.txt").write_text("only the summary\n")
+    output = build_report(run_dir, run_dir / "report.html", benchmark=run["benchmark"], datasets_root=tmp_path / "no",
+                          series_per_dataset=2)
+    notes = notes_by_section(output)
+    assert any("Could not read the benchmark results" in n and "missing column" in n for n in notes["summary"])
+    assert any("no TensorBoard scalars" in n for n in notes["summary"])
+    assert "No TensorBoard scalars" in notes["training"][0]
+    assert "stage1's final checkpoint" in notes["forecasts"][0]
+    assert sum("is missing" in n for n in notes["forecasts"]) == len(DATASETS)
+    assert "report.json is missing" in notes["validation"][0]
+    assert section(parse(output.read_text()), "validation").find("pre").text == "only the summary\n"
+
+
+def test_cli_reports_a_missing_run_folder(tmp_path, capsys):
+    assert main(["report", "--run-dir", str(tmp_path / "nope"), "--output", str(tmp_path / "r.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_validation_report_is_read_generically():
+    scalars, corpora = split_report({"version": 2, "items": [{"name": "a", "rows": 3, "stats": {"mean": 1.5}},
+                                                             {"name": "b", "rows": 4, "bad": [1, 2]}]})
+    assert scalars == {"version": 2}
+    assert list(corpora) == ["a", "b"] and corpora["b"]["bad"] == [1, 2]
+    assert split_report({"x": {"rows": 1}, "y": {"rows": 2}})[1] == {"x": {"rows": 1}, "y": {"rows": 2}}
+    assert split_report([1, 2]) == ({}, {})
+    assert "no per-corpus figures" in " ".join(validation_tables({"ok": True}))
+
+
+def test_benchmark_scores_logged_during_training_get_their_own_chart():
+    steps = np.array([5, 10])
+    stages = [StageRun("stage1", Path("s1")), StageRun("stage2", Path("s2"))]
+    stages[0].scalars = {"train/loss": Scalars(steps, np.array([2.0, 1.0])),
+                         "benchmark/relative_wql": Scalars(steps, np.array([1.2, 0.9])),
+                         "benchmark/relative_mase": Scalars(steps, np.array([1.4, 1.1]))}
+    stages[1].scalars = {"benchmark/relative_wql": Scalars(steps, np.array([0.85, 0.8]))}
+    figure = benchmark_curves(stages)
+    assert [ax.get_title() for ax in figure.axes] == ["relative mase during training", "relative wql during training"]
+    wql_lines = [line for line in figure.axes[1].get_lines() if line.get_label() in ("stage1", "stage2")]
+    assert [list(line.get_xdata()) for line in wql_lines] == [[5, 10], [15, 20]]  # stage 2 continues the axis
+    assert benchmark_curves([StageRun("stage1", Path("s1"))]) is None
+
+
+def test_a_csv_of_several_models_keeps_their_names(tmp_path):
+    from tsm.report.runfiles import read_benchmark_results
+
+    (tmp_path / "benchmark").mkdir()
+    pd.DataFrame({"dataset": ["a", "a"], "model": ["results/x/stage2/final-checkpoint", "seasonal-naive"],
+                  "MASE": [1.0, 2.0], "WQL": [0.1, 0.2]}).to_csv(tmp_path / "benchmark" / "all.csv", index=False)
+    pd.DataFrame({"dataset": ["a"], "model": ["results/x/stage1/final-checkpoint"], "MASE": [1.5], "WQL": [0.15]}
+                 ).to_csv(tmp_path / "benchmark" / "stage1.csv", index=False)
+    results = read_benchmark_results(tmp_path)
+    assert list(results["model"]) == ["stage1", "stage2", "seasonal-naive"]

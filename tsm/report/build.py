@@ -1,0 +1,151 @@
+"""`build_report`: one self-contained HTML file from a run folder (see tsm/report/__init__.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TypeVar
+
+from tsm.report import html as h
+from tsm.report import plots, sections
+from tsm.report.runfiles import (
+    StageRun,
+    read_benchmark_results,
+    read_rule_times,
+    read_stages,
+    read_validation,
+)
+
+logger = logging.getLogger("tsm")
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_BENCHMARK = "config/benchmarks/lite-offline.yaml"
+T = TypeVar("T")
+
+
+def build_report(
+    run_dir: str | Path,
+    output: str | Path,
+    benchmark: str | Path | None = None,
+    datasets_root: str | Path | None = None,
+    series_per_dataset: int = 3,
+) -> Path:
+    """Write the run's report to `output` and return its path.
+
+    benchmark: the benchmark YAML whose windows the fan charts show (default lite-offline);
+    datasets_root: where its datasets are (default `<run_dir>/data/benchmarks`)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist (expected e.g. results/test)")
+    if series_per_dataset < 1:
+        raise ValueError(f"series_per_dataset must be >= 1, got {series_per_dataset}")
+    benchmark_path = resolve_benchmark(benchmark)
+    root = Path(datasets_root) if datasets_root is not None else run_dir / "data" / "benchmarks"
+
+    notes: list[str] = []  # problems reading a part: shown in the summary, never raised
+    stages = _read(lambda: read_stages(run_dir), [], "training stages", notes)
+    results = _read(lambda: read_benchmark_results(run_dir), None, "benchmark results", notes)
+    relative = _read(lambda: sections.relative_or_none(results), None, "relative scores", notes)
+    validation = _read(lambda: read_validation(run_dir), None, "data validation", notes)
+    rule_times = _read(lambda: read_rule_times(run_dir), None, "Snakemake benchmark files", notes)
+    verdict = sections.verdict(relative, results)
+
+    name = run_dir.resolve().name
+    with plots.plot_style():
+        rendered = [
+            _section("summary", "Run summary",
+                     lambda: sections.summary_section(name, stages, rule_times, verdict, notes)),
+            _section("training", "Training curves", lambda: sections.training_section(stages)),
+            _section("benchmark", "Benchmark",
+                     lambda: sections.benchmark_section(results, relative, verdict, run_dir)),
+            _section("forecasts", "Forecasts",
+                     lambda: forecasts_section(stages, benchmark_path, root, series_per_dataset)),
+            _section("validation", "Data validation", lambda: sections.validation_section(validation, run_dir)),
+            _section("runtimes", "Rule run times", lambda: sections.runtimes_section(rule_times, run_dir)),
+        ]
+
+    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    document = h.page(
+        title=f"Chronos-2 run report: {name}",
+        subtitle=f"Run folder <code>{h.esc(run_dir)}</code> · report written {written}",
+        sections=rendered,
+        footer=f"Written by <code>tsm report</code> on {written}. Self-contained: styles and images are inline.",
+    )
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.tmp")
+    temporary.write_text(document, encoding="utf-8")
+    temporary.replace(output)  # never leave a half-written report where Snakemake expects a finished one
+    return output
+
+
+def resolve_benchmark(benchmark: str | Path | None) -> Path:
+    """The given path; a relative one not found from here is looked up in the repository too (the DAG
+    and the tests run from different folders)."""
+    path = Path(benchmark if benchmark is not None else DEFAULT_BENCHMARK)
+    if not path.exists() and not path.is_absolute() and (REPO / path).exists():
+        return REPO / path
+    return path
+
+
+def _read(reader: Callable[[], T], fallback: T, what: str, notes: list[str]) -> T:
+    try:
+        return reader()
+    except Exception as error:  # a corrupt file costs its section, not the report
+        logger.warning("report: could not read the %s", what, exc_info=True)
+        notes.append(f"Could not read the {what}: {error}")
+        return fallback
+
+
+def _section(anchor: str, title: str, build: Callable[[], h.Section]) -> h.Section:
+    try:
+        return build()
+    except Exception as error:  # as above: one broken section must not cost the others
+        logger.warning("report: the %s section failed", title, exc_info=True)
+        return h.Section(anchor, title, h.note(f"This section could not be built: {type(error).__name__}: {error}"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forecasts
+# ---------------------------------------------------------------------------------------------------
+
+
+def forecast_stage(stages: Sequence[StageRun]) -> StageRun | None:
+    """The stage whose final checkpoint draws the fan charts: stage 2, else fine-tune, else stage 1."""
+    by_name = {stage.name: stage for stage in stages if stage.checkpoint is not None}
+    return next((by_name[name] for name in ("stage2", "finetune", "stage1") if name in by_name), None)
+
+
+def forecasts_section(stages: Sequence[StageRun], benchmark: Path, datasets_root: Path,
+                      series_per_dataset: int) -> h.Section:
+    from tsm.eval.benchmark import load_benchmark
+    from tsm.report.forecasts import forecast_datasets, load_pipeline
+
+    title = "Forecasts"
+    stage = forecast_stage(stages)
+    if stage is None:
+        return h.Section("forecasts", title, h.note("No final checkpoint (stage2/final-checkpoint) to forecast with."))
+    if not benchmark.is_file():
+        return h.Section("forecasts", title, h.note(f"Benchmark file {benchmark} not found: no windows to draw "
+                                                    "(pass --benchmark)."))
+    body = []
+    if stage.name == "stage1":  # a finetune run has no stage 2 by design; a two-stage run should
+        body.append(h.note("No stage-2 checkpoint: the charts use stage1's final checkpoint instead."))
+    pipeline = load_pipeline(stage.checkpoint)
+    drawn, notes = forecast_datasets(pipeline, load_benchmark(benchmark), datasets_root, series_per_dataset)
+    body += [h.note(text) for text in notes]
+    if not drawn:
+        body.append(h.note(f"No benchmark dataset could be read under {datasets_root}."))
+        return h.Section("forecasts", title, "\n".join(body))
+    body.append(f'<p class="caption">Made with <code>{h.esc(stage.checkpoint)}</code> (eval mode) on the windows '
+                f"<code>{h.esc(benchmark.name)}</code> scores: per dataset, {series_per_dataset} windows spread "
+                "evenly over the dataset. Black: history and truth (dashed); blue: median forecast with the "
+                "10–90% band. The model reads up to its context length of history; the charts show the last "
+                "few seasons. Each panel's WQL is for that window alone.</p>")
+    for result in drawn:
+        dataset = result.dataset
+        chart = plots.fan_chart(f"{dataset.name}  ·  horizon {dataset.prediction_length}, "
+                                f"seasonality {result.seasonality}, {result.num_windows:,} windows", result.panels)
+        body.append(h.figure(plots.to_data_uri(chart), f"fan chart: {dataset.name}", css_class="fan"))
+    return h.Section("forecasts", title, "\n".join(body))
