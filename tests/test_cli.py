@@ -65,7 +65,7 @@ def test_unreachable_hub_model_fails_fast(tmp_path, corpus):
 
 def test_resume_from_missing_checkpoint(tmp_path, corpus):
     result = run_tsm("train", "--config", str(TEST_CONFIG), "--set", f"training_data_paths=[{corpus}]",
-                     "--resume-from-checkpoint", str(tmp_path / "checkpoint-5"))
+                     "--output-dir", str(tmp_path / "out"), "--resume-from-checkpoint", str(tmp_path / "checkpoint-5"))
     assert_clear_error(result, "checkpoint-5", "no such folder")
 
 

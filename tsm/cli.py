@@ -89,8 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tsm launch: error: {exc}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(argv)
+    from tsm.train.reliability import PREEMPTED_EXIT_CODE, Preempted
+
     try:
         return args.func(args)
+    except Preempted as exc:
+        print(f"tsm {args.command}: {exc}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except TsmError as exc:
         logging.getLogger("tsm").debug("user error", exc_info=True)
         print(f"tsm {args.command}: error: {exc}", file=sys.stderr)

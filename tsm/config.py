@@ -130,7 +130,10 @@ class TrainConfig(_Strict):
     benchmark_top_k: int = Field(3, gt=0)  # checkpoints kept by score, never rotated away
     benchmark_checkpoint_metric: Literal["wql", "mase", "composite"] = "wql"
     benchmark_composite_weights: BenchmarkWeights = Field(default_factory=BenchmarkWeights)
-    resume_from_checkpoint: str | None = None
+    # auto: continue this run from the newest valid checkpoint in output_dir, if any (a rerun after a crash
+    # or preemption resumes by itself); a checkpoint folder: continue from it; null: start afresh.
+    resume_from_checkpoint: str | None = "auto"
+    max_consecutive_bad_steps: int = Field(10, gt=0)  # non-finite steps in a row before the run stops
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

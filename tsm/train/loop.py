@@ -29,6 +29,16 @@ from tsm.train.checkpoint import (
 from tsm.train.evaluation import BenchmarkEvaluator, update_best
 from tsm.train.monitor import TrainingMonitor, setup_logging
 from tsm.train.parallel import clip_grad_norm, no_gradient_sync, parallelize
+from tsm.train.reliability import (
+    PREEMPTED_EXIT_CODE,
+    BadStepGuard,
+    Preempted,
+    PreemptionHandler,
+    check_disk_space,
+    check_same_architecture,
+    find_resume_checkpoint,
+    recover_interrupted_writes,
+)
 
 logger = logging.getLogger("tsm")
 
@@ -81,6 +91,18 @@ def open_training_data(cfg: TrainConfig, output_patch_size: int, rank: int) -> T
     )
 
 
+def resume_point(cfg: TrainConfig) -> Path | None:
+    """The checkpoint this run continues from (None: a fresh start); refuses to mix two runs in one folder."""
+    explicit = None
+    if cfg.resume_from_checkpoint not in (None, "auto"):
+        explicit = check_resumable(cfg.resume_from_checkpoint)
+    newest = find_resume_checkpoint(cfg)  # also refuses an output_dir that holds another run
+    found = explicit or (newest if cfg.resume_from_checkpoint == "auto" else None)
+    if found is not None:
+        check_same_architecture(found, cfg)
+    return found
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train as configured; returns the `final-checkpoint` folder."""
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
@@ -92,7 +114,10 @@ def train(cfg: TrainConfig) -> Path:
         torch.backends.cuda.matmul.fp32_precision = "tf32"
         torch.backends.cudnn.conv.fp32_precision = "tf32"
 
-    resume = check_resumable(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
+    if accelerator.is_main_process:
+        recover_interrupted_writes(output_dir)
+    accelerator.wait_for_everyone()
+    resume = resume_point(cfg)
     set_seed(cfg.seed)  # same initial weights on every rank
     if resume is not None:
         model = load_model(str(resume))
@@ -130,7 +155,8 @@ def train(cfg: TrainConfig) -> Path:
         if state.get("world_size") != accelerator.num_processes:
             logger.warning("Resuming a %s-rank run on %d ranks: data order differs from the original run",
                            state.get("world_size"), accelerator.num_processes)
-        logger.info("Resumed from %s at step %d", resume, start_step)
+        logger.info("Resumed from %s at step %d (%d non-finite steps skipped before)", resume, start_step,
+                    state.get("bad_steps", 0))
 
     accum = cfg.gradient_accumulation_steps
     global_batch = cfg.per_device_train_batch_size * accum * accelerator.num_processes
@@ -148,42 +174,55 @@ def train(cfg: TrainConfig) -> Path:
     data = batch_iterator(batches, cfg.dataloader_num_workers, start_batch=start_step * accum)
     device = accelerator.device
     started = time.perf_counter()
-    for step in range(start_step + 1, cfg.max_steps + 1):
-        step_loss = torch.zeros((), device=device)
-        samples = 0
-        data_wait = 0.0
-        for micro in range(accum):
-            waited = time.perf_counter()
-            batch = next(data)
-            data_wait += time.perf_counter() - waited
-            samples += batch["context"].shape[0]
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            # Gradients are all-reduced only on the last micro-batch of an accumulation window.
-            sync = contextlib.nullcontext() if micro == accum - 1 else no_gradient_sync(model, accelerator)
-            with sync:
-                loss = model(**batch).loss / accum
-                accelerator.backward(loss)
-            step_loss += loss.detach()
-        grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        monitor.on_step(step, step_loss, grad_norm, scheduler.get_last_lr()[0], samples, data_wait)
-        evaluate_now = evaluator is not None and (step % cfg.benchmark_eval_steps == 0 or step == cfg.max_steps)
-        if step % cfg.save_steps == 0 or evaluate_now:  # a scored step keeps its weights, for top-K
-            save_checkpoint(accelerator, model, optimizer, scheduler, cfg, step,
-                            {"data": {"seed": cfg.seed, "batches_consumed": step * accum}})
-        if evaluate_now:
-            scores = evaluator.run(accelerator.unwrap_model(model))
-            monitor.on_benchmark(step, scores)
-            if accelerator.is_main_process:
-                update_best(output_dir, step, evaluator.checkpoint_score(scores), scores,
-                            cfg.benchmark_checkpoint_metric, cfg.benchmark_top_k)
-                rotate_checkpoints(output_dir, cfg.save_total_limit)  # one may have left the top-K
-            accelerator.wait_for_everyone()
+    preemption = PreemptionHandler()
+    guard = BadStepGuard(cfg.max_consecutive_bad_steps)
+    try:
+        for step in range(start_step + 1, cfg.max_steps + 1):
+            step_loss = torch.zeros((), device=device)
+            samples = 0
+            data_wait = 0.0
+            for micro in range(accum):
+                waited = time.perf_counter()
+                batch = next(data)
+                data_wait += time.perf_counter() - waited
+                samples += batch["context"].shape[0]
+                batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                # Gradients are all-reduced only on the last micro-batch of an accumulation window.
+                sync = contextlib.nullcontext() if micro == accum - 1 else no_gradient_sync(model, accelerator)
+                with sync:
+                    loss = model(**batch).loss / accum
+                    accelerator.backward(loss)
+                step_loss += loss.detach()
+            grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
+            if guard.check(step, step_loss, grad_norm):  # NaN/inf: skip the update, count it
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            monitor.on_step(step, step_loss, grad_norm, scheduler.get_last_lr()[0], samples, data_wait)
+            stop = preemption.should_stop(accelerator)
+            evaluate_now = evaluator is not None and not stop and (
+                step % cfg.benchmark_eval_steps == 0 or step == cfg.max_steps)
+            if step % cfg.save_steps == 0 or evaluate_now or stop:  # a scored step keeps its weights, for top-K
+                check_disk_space(output_dir, model, accelerator.num_processes)
+                save_checkpoint(accelerator, model, optimizer, scheduler, cfg, step,
+                                {"data": {"seed": cfg.seed, "batches_consumed": step * accum},
+                                 "bad_steps": guard.total})
+            if stop:
+                raise Preempted(f"preempted at step {step}: checkpoint-{step} written; run the same command again "
+                                f"to resume (exit status {PREEMPTED_EXIT_CODE})")
+            if evaluate_now:
+                scores = evaluator.run(accelerator.unwrap_model(model))
+                monitor.on_benchmark(step, scores)
+                if accelerator.is_main_process:
+                    update_best(output_dir, step, evaluator.checkpoint_score(scores), scores,
+                                cfg.benchmark_checkpoint_metric, cfg.benchmark_top_k)
+                    rotate_checkpoints(output_dir, cfg.save_total_limit)  # one may have left the top-K
+                accelerator.wait_for_everyone()
+    finally:
+        preemption.close()
     monitor.close()
     final = save_final(accelerator, model, cfg)
-    logger.info("Done: %d steps in %.1fs. Final model: %s", cfg.max_steps - start_step,
-                time.perf_counter() - started, final)
+    logger.info("Done: %d steps in %.1fs (%d non-finite steps skipped). Final model: %s",
+                cfg.max_steps - start_step, time.perf_counter() - started, guard.total, final)
     accelerator.end_training()
     return final

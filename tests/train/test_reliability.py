@@ -1,0 +1,207 @@
+"""Crashes, preemption and bad numbers: real processes killed and signalled, real non-finite data."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import random_walks, save_yaml, tiny_config, write_corpus
+from tsm.config import ConfigError, TsmError
+from tsm.train.loop import train
+from tsm.train.reliability import PREEMPTED_EXIT_CODE, BadStepGuard, is_valid_checkpoint, recover_interrupted_writes
+
+CPU_RANKS = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+
+
+def start(cfg_path: Path, *launch: str, env: dict | None = None) -> subprocess.Popen:
+    cmd = [*launch, "-m", "tsm.train"] if launch else [sys.executable, "-m", "tsm.train"]
+    return subprocess.Popen([*cmd, "--config", str(cfg_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env or os.environ, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def assert_no_partial_checkpoint(out: Path) -> None:
+    for path in out.glob("checkpoint-*"):
+        assert is_valid_checkpoint(path), f"partial checkpoint visible: {path}"
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing(tmp_path, corpus):
+    steps = 40
+    cfg = tiny_config(corpus, tmp_path / "killed", max_steps=steps, save_steps=4, save_total_limit=2, log_steps=1)
+    cfg_path = save_yaml(cfg, tmp_path / "killed.yaml")
+    rng = random.Random(0)
+    kills = kills_mid_write = 0
+    out = Path(cfg.output_dir)
+    while kills < 12:
+        proc = start(cfg_path)
+        if kills % 2:  # every other kill lands while a checkpoint is being written
+            hit = wait_for(lambda p=proc: any(out.glob(".tmp-checkpoint-*")) or p.poll() is not None)
+            mid_write = hit and any(out.glob(".tmp-checkpoint-*"))
+        else:
+            wait_for(lambda: "Step" in (out / "training.log").read_text() if (out / "training.log").exists()
+                     else False)
+            time.sleep(rng.uniform(0.0, 0.6))
+            mid_write = any(out.glob(".tmp-checkpoint-*"))
+        if proc.poll() is not None:
+            proc.communicate()
+            break  # finished before the kill
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        kills += 1
+        kills_mid_write += mid_write
+        assert_no_partial_checkpoint(out)
+    final = start(cfg_path)
+    output = final.communicate(timeout=600)[0]
+    assert final.returncode == 0, output[-3000:]
+    assert "Resumed from" in output
+    assert kills >= 10 and kills_mid_write >= 1, (kills, kills_mid_write)
+    assert_no_partial_checkpoint(out)
+
+    straight = tiny_config(corpus, tmp_path / "straight", max_steps=steps, save_steps=4, save_total_limit=2)
+    train(straight)
+    a = load_file(out / "final-checkpoint" / "model.safetensors")
+    b = load_file(Path(straight.output_dir) / "final-checkpoint" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
+
+
+def test_sigterm_checkpoints_exits_75_and_the_rerun_resumes(tmp_path, corpus):
+    cfg = tiny_config(corpus, tmp_path / "run", max_steps=400, save_steps=1000, log_steps=1)
+    cfg_path = save_yaml(cfg, tmp_path / "run.yaml")
+    out = Path(cfg.output_dir)
+    proc = start(cfg_path)
+    assert wait_for(lambda: (out / "training.log").exists() and "Step 3/" in (out / "training.log").read_text())
+    os.killpg(proc.pid, signal.SIGTERM)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == PREEMPTED_EXIT_CODE, output[-3000:]
+    assert "Received SIGTERM" in output and "preempted at step" in output
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and is_valid_checkpoint(checkpoints[0])  # save_steps=1000: the preemption one
+    stopped_at = int(checkpoints[0].name.split("-")[1])
+    rerun = subprocess.run([sys.executable, "-m", "tsm.train", "--config", str(cfg_path), "--max-steps",
+                            str(stopped_at + 3)], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"at step {stopped_at}" in rerun.stderr and (out / "final-checkpoint").is_dir()
+
+
+@pytest.mark.slow
+def test_sigusr1_with_two_ranks(tmp_path, corpus):
+    cfg = tiny_config(corpus, tmp_path / "run", max_steps=400, save_steps=1000, log_steps=1)
+    cfg_path = save_yaml(cfg, tmp_path / "run.yaml")
+    out = Path(cfg.output_dir)
+    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    proc = start(cfg_path, *launch, env=CPU_RANKS)
+    assert wait_for(lambda: (out / "training.log").exists() and "Step 3/" in (out / "training.log").read_text(),
+                    timeout=300)
+    # SLURM signals every process of the job step; the ranks run in their own session, so killpg misses them
+    import psutil
+
+    for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        p.send_signal(signal.SIGUSR1)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "preempted at step" in output, output[-3000:]
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and is_valid_checkpoint(checkpoints[0])
+    assert sorted(p.name for p in (checkpoints[0] / "dcp").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    rerun = subprocess.run([*launch, "-m", "tsm.train", "--config", str(cfg_path), "--max-steps",
+                            str(int(checkpoints[0].name.split("-")[1]) + 2)],
+                           capture_output=True, text=True, timeout=600, env=CPU_RANKS)
+    assert rerun.returncode == 0 and "Resumed from" in rerun.stderr, rerun.stderr[-3000:]
+
+
+def test_non_finite_batches_are_skipped_and_counted(tmp_path, corpus):
+    bad = write_corpus(tmp_path / "bad", [np.full(300, np.inf, dtype="float32")] * 4)
+    out = tmp_path / "run"
+    train(tiny_config(corpus, out, training_data_paths=[str(corpus), str(bad)], probability=[0.7, 0.3],
+                      per_device_train_batch_size=1, max_steps=30, save_steps=100))
+    log = (out / "training.log").read_text()
+    skipped = log.count("optimizer step skipped")
+    assert 0 < skipped < 30
+    assert f"({skipped} non-finite steps skipped)" in log
+    weights = load_file(out / "final-checkpoint" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_missing_values_train_normally(tmp_path):
+    rows = random_walks(30, 200, 300)
+    for r in rows:
+        r[::7] = np.nan  # gaps are data, not errors
+    data = write_corpus(tmp_path / "gappy", rows)
+    out = tmp_path / "run"
+    train(tiny_config(data, out, max_steps=6))
+    assert "optimizer step skipped" not in (out / "training.log").read_text()
+
+
+def test_consecutive_bad_steps_stop_the_run(tmp_path, corpus):
+    good = tiny_config(corpus, tmp_path / "good", max_steps=4, save_steps=2)
+    train(good)
+    before = load_file(tmp_path / "good" / "checkpoint-4" / "model.safetensors")
+    bad = write_corpus(tmp_path / "bad", [np.full(300, np.inf, dtype="float32")] * 4)
+    with pytest.raises(TsmError, match="stopped at step 7: 3 consecutive steps with non-finite"):
+        train(tiny_config(bad, tmp_path / "poisoned", max_steps=20, save_steps=100, max_consecutive_bad_steps=3,
+                          resume_from_checkpoint=str(tmp_path / "good" / "checkpoint-4")))
+    after = load_file(tmp_path / "good" / "checkpoint-4" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not (tmp_path / "poisoned" / "final-checkpoint").exists()
+
+
+def test_guard_counts_a_poisoned_gradient_with_a_finite_loss():
+    guard = BadStepGuard(limit=2)
+    assert guard.check(1, torch.tensor(3.0), torch.tensor(1.5))
+    assert not guard.check(2, torch.tensor(3.0), torch.tensor(float("inf")))
+    assert guard.check(3, torch.tensor(3.0), torch.tensor(0.5)) and guard.consecutive == 0
+    assert not guard.check(4, torch.tensor(float("nan")), torch.tensor(float("nan")))
+    with pytest.raises(TsmError, match="stopped at step 5"):
+        guard.check(5, torch.tensor(3.0), torch.tensor(float("nan")))
+    assert guard.total == 3
+
+
+def test_output_dir_of_another_run_is_refused(tmp_path, corpus):
+    train(tiny_config(corpus, tmp_path / "run", max_steps=2, save_steps=1))
+    with pytest.raises(ConfigError, match="holds another run.*learning_rate"):
+        train(tiny_config(corpus, tmp_path / "run", max_steps=4, learning_rate=0.5))
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, corpus):
+    train(tiny_config(corpus, tmp_path / "a", max_steps=2, save_steps=2))
+    with pytest.raises(ConfigError, match="architecture differs.*num_layers"):
+        train(tiny_config(corpus, tmp_path / "b", **{"model.num_layers": 3},
+                          resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2")))
+
+
+def test_interrupted_replacement_is_recovered(tmp_path):
+    (tmp_path / ".old-checkpoint-8").mkdir()  # killed between the two renames of a replacement
+    (tmp_path / ".tmp-checkpoint-12").mkdir()  # killed mid-write
+    recover_interrupted_writes(tmp_path)
+    assert (tmp_path / "checkpoint-8").is_dir() and not list(tmp_path.glob(".*"))
+
+
+def test_too_little_disk_is_a_clear_error(tmp_path, corpus):
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no tmpfs to fill")
+    from tsm.train.reliability import check_disk_space
+
+    class Huge(torch.nn.Module):  # the check reads parameter sizes only; meta tensors allocate nothing
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.empty(2**40, device="meta"))
+
+    with pytest.raises(TsmError, match="not enough disk for a checkpoint"):
+        check_disk_space(tmp_path, Huge(), 1)

@@ -1,0 +1,178 @@
+"""What keeps a week-long run alive: finding where to resume, refusing to mix runs, preemption signals,
+steps with non-finite numbers, and a disk check before each checkpoint.
+
+Exit status 75 (EX_TEMPFAIL) means "preempted, checkpoint written: run me again"; the next run of the
+same command resumes from the newest valid checkpoint by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from tsm.config import ConfigError, TrainConfig, TsmError
+from tsm.train.checkpoint import CONFIG_COPY, FINAL_CHECKPOINT, SHARDED_STATE, TRAINER_STATE, list_checkpoints
+
+logger = logging.getLogger("tsm")
+
+PREEMPTED_EXIT_CODE = 75
+# Keys that may change between the legs of one run (how long, how often, where to log), unlike the
+# model, data and optimisation settings that define it.
+RUN_NEUTRAL_KEYS = {
+    "max_steps", "save_steps", "save_total_limit", "log_steps", "resume_from_checkpoint", "output_dir",
+    "dataloader_num_workers", "monitoring", "health_report_interval", "benchmark_config",
+    "benchmark_datasets_root", "benchmark_eval_steps", "benchmark_batch_size", "benchmark_top_k",
+    "benchmark_checkpoint_metric", "benchmark_composite_weights", "max_consecutive_bad_steps",
+    "parallelism",
+}
+
+
+class Preempted(TsmError):
+    """Raised after the preemption checkpoint is written; the CLI exits with PREEMPTED_EXIT_CODE."""
+
+
+def is_valid_checkpoint(path: Path) -> bool:
+    """Complete checkpoints only: they appear by rename, so these files exist unless one was damaged."""
+    return all((path / name).exists() for name in ("config.json", "model.safetensors", TRAINER_STATE, SHARDED_STATE))
+
+
+def run_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
+    now = current.model_dump(mode="json")
+    keys = (set(saved) | set(now)) - RUN_NEUTRAL_KEYS
+    return sorted(k for k in keys if saved.get(k) != now.get(k))
+
+
+def recover_interrupted_writes(output_dir: Path) -> None:
+    """Undo what a crash mid-checkpoint left: a temporary folder is dropped; a folder renamed aside for its
+    replacement (`.old-X` without X) is put back, so the previous complete version is used."""
+    if not output_dir.is_dir():
+        return
+    for path in output_dir.glob(".old-*"):
+        final = path.with_name(path.name[len(".old-"):])
+        if final.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.rename(final)
+            logger.warning("Restored %s: a crash interrupted its replacement", final)
+    for path in output_dir.glob(".tmp-*"):
+        logger.warning("Removing %s: a checkpoint write interrupted by a crash", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def find_resume_checkpoint(cfg: TrainConfig) -> Path | None:
+    """For resume_from_checkpoint: auto. The newest valid checkpoint of this same run in output_dir, or None
+    for a fresh start. An output_dir that holds a different run is an error: nothing is overwritten."""
+    output_dir = Path(cfg.output_dir)
+    checkpoints = list_checkpoints(output_dir)
+    saved_config = output_dir / "resolved_config.yaml"
+    if saved_config.is_file():
+        differences = run_differences(yaml.safe_load(saved_config.read_text()) or {}, cfg)
+        if differences:
+            raise ConfigError(
+                f"output_dir {output_dir} holds another run (its resolved_config.yaml differs in: "
+                f"{', '.join(differences)}). Choose a new output_dir, or delete the old run's folder; resuming it "
+                "with a different config would mix two runs."
+            )
+    elif checkpoints or (output_dir / FINAL_CHECKPOINT).exists():
+        raise ConfigError(f"output_dir {output_dir} holds checkpoints but no resolved_config.yaml: not a tsm run "
+                          "this one can continue. Choose a new output_dir.")
+    for _, path in reversed(checkpoints):
+        if is_valid_checkpoint(path):
+            return path
+        logger.warning("Skipping %s: incomplete or damaged checkpoint (missing files)", path)
+    return None
+
+
+def check_same_architecture(checkpoint: Path, cfg: TrainConfig) -> None:
+    """A checkpoint resumed under a config whose model block describes another architecture is refused."""
+    copy = checkpoint / CONFIG_COPY
+    if not copy.is_file() or not cfg.random_init:
+        return
+    saved = (yaml.safe_load(copy.read_text()) or {}).get("model", {})
+    now = cfg.model.model_dump(mode="json")
+    differs = sorted(k for k in now if k in saved and saved[k] != now[k])
+    if differs:
+        raise ConfigError(
+            f"resume_from_checkpoint {checkpoint}: the checkpoint's architecture differs from the config's model "
+            f"block in {', '.join(f'{k} ({saved[k]} vs {now[k]})' for k in differs)}. Resume with the config the "
+            "checkpoint was trained with, or start a new run from it with --no-random-init --model-id."
+        )
+
+
+def check_disk_space(output_dir: Path, model: torch.nn.Module, world_size: int) -> None:
+    """Refuse to start a checkpoint that cannot fit: weights twice (HF folder + sharded state), Adam's two
+    moments, with 20% headroom; per rank, the shards of the sharded state."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    params *= world_size if any(type(p).__name__ == "DTensor" for p in model.parameters()) else 1
+    needed = int(params * 4 * 1.2)
+    free = shutil.disk_usage(output_dir).free
+    if free < needed:
+        raise TsmError(
+            f"not enough disk for a checkpoint in {output_dir}: about {needed / 2**30:.2f} GiB needed, "
+            f"{free / 2**30:.2f} GiB free. Free space or lower save_total_limit; the last checkpoint is intact."
+        )
+
+
+class PreemptionHandler:
+    """SIGTERM / SIGUSR1 (SLURM sends them before killing a job) set a flag; the loop finishes its step,
+    checkpoints and exits 75. All ranks agree through one tiny all-reduce per step."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous = {}
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+            logger.warning("Received %s: finishing this step, then checkpointing and exiting",
+                           signal.Signals(signum).name)
+
+    def should_stop(self, accelerator: Any) -> bool:
+        flag = float(self.received is not None)
+        if accelerator.num_processes > 1:
+            flag = accelerator.reduce(torch.tensor([flag], device=accelerator.device), reduction="sum").item()
+        return flag > 0
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class BadStepGuard:
+    """A step whose gradient norm is NaN or inf (from a NaN/inf loss or gradient) skips the optimizer
+    update; it is counted and logged, and `limit` such steps in a row stop the run."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.consecutive = 0
+        self.total = 0
+
+    def check(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """True when the step is good. One host sync per step: the norm is global over ranks already."""
+        norm = float(grad_norm)
+        if math.isfinite(norm):
+            self.consecutive = 0
+            return True
+        self.consecutive += 1
+        self.total += 1
+        what = "gradient" if math.isfinite(float(loss)) else "loss"
+        logger.warning("Step %d: non-finite %s (loss %s, grad norm %s): optimizer step skipped "
+                       "(%d in a row, %d in all)", step, what, float(loss), norm, self.consecutive, self.total)
+        if self.consecutive >= self.limit:
+            raise TsmError(
+                f"stopped at step {step}: {self.consecutive} consecutive steps with non-finite loss or gradients "
+                f"(max_consecutive_bad_steps={self.limit}). The last good checkpoint is intact; look for inf or "
+                "huge values in the data (tsm data validate) or lower the learning rate."
+            )
+        return False
