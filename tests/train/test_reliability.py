@@ -43,25 +43,28 @@ def assert_no_partial_checkpoint(out: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path, corpus):
-    steps = 40
-    cfg = tiny_config(corpus, tmp_path / "killed", max_steps=steps, save_steps=4, save_total_limit=2, log_steps=1)
+    steps = 300  # enough that 12 short lives cannot finish the run
+    cfg = tiny_config(corpus, tmp_path / "killed", max_steps=steps, save_steps=10, save_total_limit=2, log_steps=1)
     cfg_path = save_yaml(cfg, tmp_path / "killed.yaml")
     rng = random.Random(0)
     kills = kills_mid_write = 0
     out = Path(cfg.output_dir)
+    log = out / "training.log"
+
+    def new_log_text(offset: int) -> str:
+        return log.read_text()[offset:] if log.exists() else ""
+
     while kills < 12:
+        offset = len(log.read_text()) if log.exists() else 0
         proc = start(cfg_path)
+        # wait until this life trains (the log is shared by all lives; stale temp folders are cleared at start)
+        assert wait_for(lambda o=offset, p=proc: "Step" in new_log_text(o) or p.poll() is not None)
         if kills % 2:  # every other kill lands while a checkpoint is being written
-            hit = wait_for(lambda p=proc: any(out.glob(".tmp-checkpoint-*")) or p.poll() is not None)
-            mid_write = hit and any(out.glob(".tmp-checkpoint-*"))
+            wait_for(lambda p=proc: any(out.glob(".tmp-checkpoint-*")) or p.poll() is not None)
         else:
-            wait_for(lambda: "Step" in (out / "training.log").read_text() if (out / "training.log").exists()
-                     else False)
-            time.sleep(rng.uniform(0.0, 0.6))
-            mid_write = any(out.glob(".tmp-checkpoint-*"))
-        if proc.poll() is not None:
-            proc.communicate()
-            break  # finished before the kill
+            time.sleep(rng.uniform(0.0, 0.5))
+        mid_write = any(out.glob(".tmp-checkpoint-*"))
+        assert proc.poll() is None, "the run finished before it could be killed: " + proc.communicate()[0][-2000:]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         kills += 1
@@ -74,7 +77,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, corpus):
     assert kills >= 10 and kills_mid_write >= 1, (kills, kills_mid_write)
     assert_no_partial_checkpoint(out)
 
-    straight = tiny_config(corpus, tmp_path / "straight", max_steps=steps, save_steps=4, save_total_limit=2)
+    straight = tiny_config(corpus, tmp_path / "straight", max_steps=steps, save_steps=10, save_total_limit=2)
     train(straight)
     a = load_file(out / "final-checkpoint" / "model.safetensors")
     b = load_file(Path(straight.output_dir) / "final-checkpoint" / "model.safetensors")
