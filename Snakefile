@@ -1,4 +1,6 @@
-# tsm: the Chronos-2 training DAG. `snakemake --profile profiles/local all` runs it on this machine.
+# tsm: the Chronos-2 training DAG.
+#   snakemake --profile profiles/local all                 this machine (CPU ranks)
+#   snakemake --profile profiles/a100-cluster all          SLURM, multi-node GPU jobs for training
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -13,9 +15,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        final_model("stage2"),
+        f"{RESULTS}/report.html",
     default_target: True

@@ -87,3 +87,9 @@ def test_exponent_without_dot_parses_as_float(tmp_path):
 def test_yaml_round_trip(tmp_path):
     cfg = load_config(CONFIGS[0])
     assert TrainConfig.model_validate(__import__("yaml").safe_load(cfg.to_yaml())) == cfg
+
+
+def test_monitoring_keys_at_the_top_level_are_shorthand(tmp_path):
+    cfg = load_config(_write(tmp_path, "health_report_interval: 20\nmonitoring:\n  grad_explosion_factor: 5\n"))
+    assert cfg.monitoring.health_report_interval == 20 and cfg.monitoring.grad_explosion_factor == 5
+    assert "health_report_interval" not in cfg.model_dump() and cfg.to_yaml().count("health_report_interval") == 1

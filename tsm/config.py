@@ -135,6 +135,20 @@ class TrainConfig(_Strict):
     resume_from_checkpoint: str | None = "auto"
     max_consecutive_bad_steps: int = Field(10, gt=0)  # non-finite steps in a row before the run stops
 
+    @model_validator(mode="before")
+    @classmethod
+    def _monitoring_shorthand(cls, data: Any) -> Any:
+        """A monitoring key at the top level (`health_report_interval: 20`) is shorthand for the same key
+        under `monitoring:`; the resolved config always writes the nested form."""
+        if not isinstance(data, dict) or not any(key in MonitorConfig.model_fields for key in data):
+            return data
+        data = dict(data)
+        monitoring = dict(data.get("monitoring") or {})
+        for key in [k for k in data if k in MonitorConfig.model_fields]:
+            monitoring[key] = data.pop(key)
+        data["monitoring"] = monitoring
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if not self.random_init and not self.model_id:

