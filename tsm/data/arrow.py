@@ -25,8 +25,8 @@ PAST_COVARIATES = "past_feat_dynamic_real"
 FUTURE_COVARIATES = "feat_dynamic_real"
 
 
-class DataError(TsmError):
-    pass
+class DataError(TsmError, ValueError):
+    """Bad data (a ValueError too, for callers that catch those)."""
 
 
 def _is_list(t: pa.DataType) -> bool:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tsm.data.synth import save_table_atomically, series_table
+from tsm.data.synth import series_table
+from tsm.data.writer import save_table
 
 SYNTHETIC_START = "2000-01-01"
 METADATA_FILE = "tsm_dataset.json"
@@ -124,7 +125,7 @@ def build_competition_dataset(name: str, root: str | Path) -> Path:
     if is_complete(path, name):
         return path
     ids, series = load_competition_series(name)
-    save_table_atomically(series_table(ids, series, SYNTHETIC_START, _spec(name)["freq"]), path)
+    save_table(series_table(ids, series, SYNTHETIC_START, _spec(name)["freq"]), path)
     temporary = path / f".{METADATA_FILE}.tmp-{os.getpid()}"
     temporary.write_text(json.dumps(_metadata(name, series), indent=2) + "\n")
     os.replace(temporary, path / METADATA_FILE)

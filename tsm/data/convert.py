@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,50 +20,10 @@ import pandas as pd
 import pyarrow as pa
 
 from tsm.data.arrow import FUTURE_COVARIATES, PAST_COVARIATES, TARGET, DataError
+from tsm.data.writer import list_array, save_table
 
 FORMATS = ("csv", "parquet", "jsonl")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-# ------------------------------------------------------------------------------------------- writing
-def save_atomically(dataset, path: str | Path, finish: Callable[[Path], None] | None = None) -> Path:
-    """`save_to_disk` into a hidden sibling, let `finish` add files to it (a marker), then rename.
-
-    A reader (or a later run) never sees a half-written folder under `path`: it is either the old
-    folder, the new complete one, or absent. A crash leaves only a `.NAME.tmp-PID` sibling behind.
-    """
-    path = Path(path)
-    if len(dataset) == 0:  # datasets writes zero shards, which load_from_disk then cannot open
-        raise DataError(f"refusing to write {path}: there are no series to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    dataset.save_to_disk(str(temporary))
-    if finish is not None:
-        finish(temporary)
-    if path.exists():
-        retired = path.with_name(f".{path.name}.old-{os.getpid()}")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(path, retired)
-        os.replace(temporary, path)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(temporary, path)
-    return path
-
-
-def save_table(table: pa.Table, path: str | Path) -> Path:
-    import datasets
-    from datasets.table import InMemoryTable
-
-    return save_atomically(datasets.Dataset(InMemoryTable(table)), path)
-
-
-def _list_array(values: pa.Array, lengths: np.ndarray) -> pa.Array:
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    if offsets[-1] < 2**31 - 1:
-        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
 
 
 def _variates_array(matrix: np.ndarray, lengths: np.ndarray, dtype: str) -> pa.Array:
@@ -77,8 +35,8 @@ def _variates_array(matrix: np.ndarray, lengths: np.ndarray, dtype: str) -> pa.A
     flat = np.empty(n_variates * total, dtype=dtype)
     for v in range(n_variates):  # item-major layout: item i holds its V variates back to back
         flat[n_variates * starts[item] + v * lengths[item] + step] = matrix[v]
-    inner = _list_array(pa.array(flat), np.repeat(lengths, n_variates))
-    return _list_array(inner, np.full(len(lengths), n_variates))
+    inner = list_array(pa.array(flat), np.repeat(lengths, n_variates))
+    return list_array(inner, np.full(len(lengths), n_variates))
 
 
 def _timestamp_array(ticks_ns: np.ndarray) -> pa.Array:
@@ -221,8 +179,8 @@ def long_to_table(frame: pd.DataFrame, columns: LongColumns, source: str, fmt: s
     summary.missing_values = int(np.isnan(targets).sum())
     table = {
         "id": pa.array(np.asarray(items, dtype=str), pa.string()),
-        "timestamp": _list_array(_timestamp_array(ticks_sorted), lengths),
-        TARGET: (_list_array(pa.array(targets[0].astype(dtype)), lengths) if len(columns.targets) == 1
+        "timestamp": list_array(_timestamp_array(ticks_sorted), lengths),
+        TARGET: (list_array(pa.array(targets[0].astype(dtype)), lengths) if len(columns.targets) == 1
                  else _variates_array(targets, lengths, dtype)),
     }
     for name, covariates in ((PAST_COVARIATES, columns.past_covariates), (FUTURE_COVARIATES, columns.known_covariates)):
@@ -335,11 +293,11 @@ def _records_table(path: Path, ids: list[str], targets: list[np.ndarray], ticks:
     summary.values = int(sum(t.size for t in targets))
     summary.missing_values = int(sum(np.isnan(t).sum() for t in targets))
     table = {"id": pa.array(ids, pa.string()),
-             "timestamp": _list_array(_timestamp_array(np.concatenate(ticks)), lengths)}
+             "timestamp": list_array(_timestamp_array(np.concatenate(ticks)), lengths)}
     if targets[0].ndim == 1:
         flat = np.concatenate(targets)
         _check_float32(flat, f"{path}: target", dtype)
-        table[TARGET] = _list_array(pa.array(flat.astype(dtype)), lengths)
+        table[TARGET] = list_array(pa.array(flat.astype(dtype)), lengths)
     else:
         table[TARGET] = _nested(targets, f"{path}: target", dtype)
     for name, store in covariates.items():
@@ -352,8 +310,8 @@ def _nested(blocks: list[np.ndarray], what: str, dtype: str) -> pa.Array:
     """list<list<dtype>> from (variates, length) blocks."""
     flat = np.concatenate([b.ravel() for b in blocks])
     _check_float32(flat, what, dtype)
-    inner = _list_array(pa.array(flat.astype(dtype)), np.concatenate([[b.shape[1]] * b.shape[0] for b in blocks]))
-    return _list_array(inner, np.array([b.shape[0] for b in blocks], dtype=np.int64))
+    inner = list_array(pa.array(flat.astype(dtype)), np.concatenate([[b.shape[1]] * b.shape[0] for b in blocks]))
+    return list_array(inner, np.array([b.shape[0] for b in blocks], dtype=np.int64))
 
 
 # ------------------------------------------------------------------------------------------- entry point

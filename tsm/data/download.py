@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tsm.data.arrow import DataError
-from tsm.data.convert import save_atomically
+from tsm.data.writer import save_atomically
 
 MARKER = "tsm_download.json"
 DEFAULT_REPO = "autogluon/chronos_datasets"

@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -62,6 +60,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from tsm.data.writer import list_array, save_table
 
 KINDS = ("kernelsynth", "simple", "mix")
 _KIND_STREAM = {"kernelsynth": 1, "simple": 2, "multivariate": 3}  # separate seed streams per generator
@@ -672,13 +672,6 @@ def timestamp_values(start: str | np.datetime64, freq: str, lengths: np.ndarray)
     return values.astype("datetime64[ms]")
 
 
-def _list_array(values: pa.Array, lengths: np.ndarray) -> pa.Array:
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    if offsets[-1] < 2**31 - 1:
-        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
-
-
 def series_table(
     ids: Sequence[str], series: Sequence[np.ndarray], start: str | np.datetime64, freq: str
 ) -> pa.Table:
@@ -687,32 +680,9 @@ def series_table(
     values = np.concatenate([np.asarray(s, dtype=np.float32) for s in series] or [np.zeros(0, np.float32)])
     return pa.table({
         "id": pa.array(list(ids), pa.string()),
-        "timestamp": _list_array(pa.array(timestamp_values(start, freq, lengths)), lengths),
-        "target": _list_array(pa.array(values, pa.float32()), lengths),
+        "timestamp": list_array(pa.array(timestamp_values(start, freq, lengths)), lengths),
+        "target": list_array(pa.array(values, pa.float32()), lengths),
     })
-
-
-def save_table_atomically(table: pa.Table, path: str | Path) -> Path:
-    """save_to_disk into a temporary sibling, then rename: readers never see a half-written folder."""
-    import datasets
-    from datasets.table import InMemoryTable
-
-    if table.num_rows == 0:  # datasets writes zero shards, which load_from_disk then cannot open
-        raise ValueError(f"refusing to write {path}: there are no series to write")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    datasets.Dataset(InMemoryTable(table)).save_to_disk(str(temporary))
-    if path.exists():
-        retired = path.with_name(f".{path.name}.old-{os.getpid()}")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(path, retired)
-        os.replace(temporary, path)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(temporary, path)
-    return path
 
 
 def write_corpus(
@@ -723,16 +693,16 @@ def write_corpus(
         if np.ndim(values) != 1:
             raise ValueError(f"series {index} has shape {np.shape(values)}; write_corpus takes 1-D series")
     ids = [f"synth_{i}" for i in range(len(series))]
-    save_table_atomically(series_table(ids, series, start, freq), path)
+    save_table(series_table(ids, series, start, freq), path)
     return len(series)
 
 
-def _nested_list_array(blocks: Sequence[np.ndarray]) -> pa.Array:
+def _nestedlist_array(blocks: Sequence[np.ndarray]) -> pa.Array:
     """list<list<float32>> from 2-D blocks (rows of equal length within a block)."""
     rows = [row for block in blocks for row in np.asarray(block, dtype=np.float32)]
-    inner = _list_array(pa.array(np.concatenate(rows or [np.zeros(0, np.float32)]), pa.float32()),
+    inner = list_array(pa.array(np.concatenate(rows or [np.zeros(0, np.float32)]), pa.float32()),
                         np.array([len(r) for r in rows], dtype=np.int64))
-    return _list_array(inner, np.array([len(block) for block in blocks], dtype=np.int64))
+    return list_array(inner, np.array([len(block) for block in blocks], dtype=np.int64))
 
 
 def write_multivariate_corpus(
@@ -754,10 +724,10 @@ def write_multivariate_corpus(
     lengths = np.array([item["target"].shape[1] for item in items], dtype=np.int64)
     columns = {
         "id": pa.array([f"synth_mv_{i}" for i in range(len(items))], pa.string()),
-        "timestamp": _list_array(pa.array(timestamp_values(start, freq, lengths)), lengths),
-        "target": _nested_list_array([item["target"] for item in items]),
+        "timestamp": list_array(pa.array(timestamp_values(start, freq, lengths)), lengths),
+        "target": _nestedlist_array([item["target"] for item in items]),
     }
     if with_covariates == {True}:
-        columns["feat_dynamic_real"] = _nested_list_array([item["feat_dynamic_real"] for item in items])
-    save_table_atomically(pa.table(columns), path)
+        columns["feat_dynamic_real"] = _nestedlist_array([item["feat_dynamic_real"] for item in items])
+    save_table(pa.table(columns), path)
     return len(items)
