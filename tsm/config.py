@@ -125,7 +125,7 @@ class TrainConfig(_Strict):
     # --- benchmark evaluation during training (off unless benchmark_config is set) --------------
     benchmark_config: str | None = None  # e.g. config/benchmarks/lite-offline.yaml
     benchmark_datasets_root: str = "data/benchmarks"
-    benchmark_eval_steps: int = Field(1000, gt=0)
+    benchmark_eval_steps: int = Field(5000, gt=0)  # lite-offline costs ~150-250 test-config steps: <5% here
     benchmark_batch_size: int = Field(256, gt=0)
     benchmark_top_k: int = Field(3, gt=0)  # checkpoints kept by score, never rotated away
     benchmark_checkpoint_metric: Literal["wql", "mase", "composite"] = "wql"
