@@ -117,7 +117,8 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
 
     before1 = (stage1 / "model.safetensors").stat().st_mtime_ns
     before2 = (stage2 / "model.safetensors").stat().st_mtime_ns
-    rerun = snakemake(workdir, "-R", "train_stage2", "all", "--configfile", "tiny.yaml").stdout
+    result = snakemake(workdir, "-R", "train_stage2", "all", "--configfile", "tiny.yaml")
+    rerun = result.stdout + result.stderr
     assert "rule train_stage1:" not in rerun and "rule train_stage2:" in rerun
     assert (stage1 / "model.safetensors").stat().st_mtime_ns == before1  # stage 1 untouched
     assert (stage2 / "model.safetensors").stat().st_mtime_ns != before2  # stage 2 redone
