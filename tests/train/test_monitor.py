@@ -1,4 +1,4 @@
-"""Training monitor: the pure helpers on crafted series, the monitor on a stub accelerator, a 2-rank
+"""Training monitor: the pure helpers on crafted series, the monitor on crafted numbers, a 2-rank
 reduction over gloo, and a short real run read back from training.log and TensorBoard.
 
 The trainer, the test corpus helpers and TensorBoard's reader are imported inside the tests that use them:
@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tsm.config import MonitorConfig
+from tsm.config import MonitorConfig, TrainConfig
 from tsm.data.batches import CorpusStats
 from tsm.train.health import (
     BOX_WIDTH,
@@ -227,17 +227,16 @@ def test_memory_probe_gpu_path_without_nvml(monkeypatch):
     assert cpu.kind == "RSS" and 0 < cpu.used_gb() < cpu.total_gb and cpu.gpu_utilization() == -1
 
 
-# --- the monitor on a stub accelerator (one process) -----------------------------------------------
+# --- the monitor on crafted numbers (one process) -------------------------------------------------------
 
 def stub_accelerator(rank: int = 0, world: int = 1, reduce=None):
     return SimpleNamespace(is_main_process=rank == 0, num_processes=world, process_index=rank,
                            device=torch.device("cpu"), reduce=reduce or (lambda t, reduction: t.clone()))
 
 
-def stub_config(tmp_path: Path, **monitoring):
-    return SimpleNamespace(max_steps=40, log_steps=5, save_steps=1000, max_grad_norm=1.0,
-                           monitoring=MonitorConfig(health_report_interval=20, **monitoring),
-                           to_yaml=lambda: "max_steps: 40\n")
+def stub_config(tmp_path: Path, **monitoring) -> TrainConfig:
+    return TrainConfig(max_steps=40, log_steps=5, save_steps=1000, max_grad_norm=1.0, output_dir=str(tmp_path),
+                       monitoring=MonitorConfig(health_report_interval=20, **monitoring))
 
 
 STATS = [CorpusStats("corpus-a", total=1000, too_short=37, used=963, weight=1.0)]
@@ -246,7 +245,9 @@ STATS = [CorpusStats("corpus-a", total=1000, too_short=37, used=963, weight=1.0)
 def test_monitor_alerts_report_and_benchmark(tmp_path, caplog):
     setup_logging(tmp_path, True)
     logging.getLogger("tsm").addHandler(caplog.handler)
-    monitor = TrainingMonitor(stub_accelerator(), tmp_path, stub_config(tmp_path, alert_cooldown_steps=5), STATS)
+    from accelerate import Accelerator
+
+    monitor = TrainingMonitor(Accelerator(cpu=True), tmp_path, stub_config(tmp_path, alert_cooldown_steps=5), STATS)
     for step in range(1, 41):
         loss = math.nan if step == 33 else 5.0 - step / 40
         norm = 50.0 if step == 30 else 0.5 + 0.01 * (step % 3)
@@ -289,8 +290,7 @@ def _rank_main(rank: int, port: int, tmp: str) -> None:
 
     out = Path(tmp)
     setup_logging(out, rank == 0)
-    cfg = stub_config(out)
-    cfg.max_steps, cfg.log_steps = 4, 4
+    cfg = stub_config(out).model_copy(update={"max_steps": 4, "log_steps": 4})
     monitor = TrainingMonitor(stub_accelerator(rank, 2, all_reduce_sum), out, cfg, STATS)
     monitor.memory.used_gb = lambda: 1.0 + 2.0 * rank  # rank 1 is the fuller one
     for step in range(1, 5):
