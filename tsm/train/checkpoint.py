@@ -171,6 +171,13 @@ def rotate_checkpoints(output_dir: Path, keep: int | None) -> None:
             logger.info("Removed %s (save_total_limit=%d)", path, keep)
 
 
+def missing_checkpoint_files(path: Path) -> list[str]:
+    """What a complete checkpoint holds and `path` lacks (empty: complete). Checkpoints appear by rename, so
+    a file is missing only from a folder that is not a checkpoint or was damaged after the fact."""
+    required = ("config.json", "model.safetensors", TRAINER_STATE, SHARDED_STATE)
+    return [name for name in required if not (path / name).exists()]
+
+
 def check_resumable(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_dir():
@@ -178,7 +185,7 @@ def check_resumable(path: str | Path) -> Path:
             f"resume_from_checkpoint {path}: no such folder. Give a checkpoint-<step> folder from an earlier "
             "run's output_dir."
         )
-    missing = [name for name in ("config.json", TRAINER_STATE, SHARDED_STATE) if not (p / name).exists()]
+    missing = missing_checkpoint_files(p)
     if missing:
         hint = " (final-checkpoint holds weights only: fine-tune from it with --model-id instead)" \
             if p.name == FINAL_CHECKPOINT else ""

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from tsm.config import ConfigError, TrainConfig, TsmError
-from tsm.train.checkpoint import CONFIG_COPY, FINAL_CHECKPOINT, SHARDED_STATE, TRAINER_STATE, list_checkpoints
+from tsm.train.checkpoint import CONFIG_COPY, FINAL_CHECKPOINT, list_checkpoints, missing_checkpoint_files
 
 logger = logging.getLogger("tsm")
 
@@ -39,8 +39,7 @@ class Preempted(TsmError):
 
 
 def is_valid_checkpoint(path: Path) -> bool:
-    """Complete checkpoints only: they appear by rename, so these files exist unless one was damaged."""
-    return all((path / name).exists() for name in ("config.json", "model.safetensors", TRAINER_STATE, SHARDED_STATE))
+    return not missing_checkpoint_files(path)
 
 
 def run_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
