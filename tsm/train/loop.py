@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import get_scheduler
 
-from tsm.config import TrainConfig
+from tsm.config import ConfigError, TrainConfig
 from tsm.data.arrow import ArrowCorpus
 from tsm.data.batches import TrainingBatches, batch_iterator
 from tsm.model import count_parameters, create_model, load_model, set_forecast_lengths
@@ -79,8 +79,6 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 def open_training_data(cfg: TrainConfig, output_patch_size: int, rank: int) -> TrainingBatches:
     if not cfg.training_data_paths:
-        from tsm.config import ConfigError
-
         raise ConfigError("training_data_paths is empty: give at least one corpus folder in the config")
     corpora = [ArrowCorpus(path) for path in cfg.training_data_paths]
     return TrainingBatches(
