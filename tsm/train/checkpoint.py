@@ -72,6 +72,15 @@ def write_model_folder(accelerator: Any, model: torch.nn.Module, folder: Path, c
         (folder / CONFIG_COPY).write_text(cfg.to_yaml())
 
 
+def remove_dir(path: Path) -> None:
+    """Delete a folder without ever showing it half deleted: it is renamed to a temporary name first (a crash
+    mid-delete leaves only a `.tmp-` folder, which the next start clears)."""
+    doomed = path.with_name(f".tmp-removing-{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a completed temporary folder into place, replacing an older folder of the same name."""
     if final.exists():
@@ -167,7 +176,7 @@ def rotate_checkpoints(output_dir: Path, keep: int | None) -> None:
     protected = {entry["path"] for entry in read_best(output_dir)}
     for _, path in list_checkpoints(output_dir)[:-keep]:
         if path.name not in protected:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_dir(path)
             logger.info("Removed %s (save_total_limit=%d)", path, keep)
 
 
