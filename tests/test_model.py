@@ -62,3 +62,11 @@ def test_non_chronos2_checkpoint_is_refused(tmp_path):
               ).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="not a Chronos-2 checkpoint"):
         load_model(str(tmp_path))
+
+
+def test_a_shorter_training_context_never_shortens_the_model():
+    model = build_model(ARCH, 1024)
+    set_forecast_lengths(model, 256, 16)
+    assert model.chronos_config.context_length == 1024 and model.config.chronos_config["context_length"] == 1024
+    _, _, _, num_context_patches = model.encode(torch.randn(2, 1024), num_output_patches=1)
+    assert num_context_patches == 1024 // 16

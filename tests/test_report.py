@@ -28,6 +28,7 @@ from tsm.report.plots import benchmark_curves, format_seconds
 from tsm.report.runfiles import Scalars, StageRun
 from tsm.report.sections import split_report, validation_tables
 from tsm.train.loop import train
+from tsm.train.selection import SELECTION_FILE
 
 LITE_OFFLINE = Path(__file__).resolve().parents[1] / "config" / "benchmarks" / "lite-offline.yaml"
 DATASETS = ("monash_m1_yearly", "monash_m1_quarterly")
@@ -386,3 +387,117 @@ def test_a_csv_of_several_models_keeps_their_names(tmp_path):
                  ).to_csv(tmp_path / "benchmark" / "stage1.csv", index=False)
     results = read_benchmark_results(tmp_path)
     assert list(results["model"]) == ["stage1", "stage2", "seasonal-naive"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finetune mode: zero-shot (start) vs. fine-tuned, in-domain marks, the trainer's verdict
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finetune_run(tmp_path_factory) -> dict:
+    """A finetune-mode run folder as the DAG leaves it: the start model (trained elsewhere) scored as
+    benchmark/start.csv, the fine-tuned one as finetune.csv, seasonal naive; the fine-tune's corpus is a
+    copy of one benchmark dataset (so that dataset is in-domain for the fine-tuned model only)."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("finetune-report")
+    start = train(tiny_config(write_corpus(base / "pretraining" / "walks", random_walks(64, 200, 400)),
+                              base / "pretrained" / "stage1", max_steps=12, log_steps=2, save_steps=100,
+                              learning_rate=3e-3))
+    run_dir = base / "results" / "ft"
+    root = run_dir / "data" / "benchmarks"
+    for name in DATASETS:
+        build_competition_dataset(name, root)
+    corpus = shutil.copytree(root / DATASETS[1], run_dir / "data" / "train")
+    # A learning rate this large wrecks the model: the trainer finds nothing beats the start and exports it.
+    tuned = train(tiny_config(corpus, run_dir / "finetune", random_init=False, model_id=str(start), max_steps=8,
+                              log_steps=2, save_steps=100, learning_rate=0.5, max_grad_norm=100.0, eval_steps=4))
+    benchmark = base / "bench.yaml"
+    entries = [d for d in yaml.safe_load(LITE_OFFLINE.read_text())["datasets"] if d["name"] in DATASETS]
+    benchmark.write_text(yaml.safe_dump({"name": "report-test", "datasets": entries}))
+    results = {name: write_benchmark_csv([model], benchmark, root, run_dir / "benchmark" / f"{name}.csv")
+               for name, model in (("start", str(start)), ("finetune", str(tuned)),
+                                   ("seasonal-naive", "seasonal-naive"))}
+    output = run_dir / "report.html"
+    assert main(["report", "--run-dir", str(run_dir), "--output", str(output), "--benchmark", str(benchmark)]) == 0
+    return {"dir": run_dir, "results": results, "page": parse(output.read_text()), "tuned": tuned}
+
+
+def test_finetune_report_shows_zero_shot_and_fine_tuned_side_by_side(finetune_run):
+    benchmark = section(finetune_run["page"], "benchmark")
+    table = benchmark.find("table", **{"class": "finetune"})
+    header = [th.text for th in table.find("thead").find_all("tr")[1].find_all("th")]
+    columns = ["zero-shot (start)", "fine-tuned", "change", "seasonal naive"]
+    assert header == ["Dataset", *columns, *columns]
+    combined = pd.concat([frame.assign(model=name) for name, frame in finetune_run["results"].items()])
+    scores = combined.set_index(["dataset", "model"])
+    rows = {cells[0].text: cells[1:] for cells in table_rows(table)}
+    assert list(rows) == list(DATASETS)
+    lowered = 0
+    for dataset, cells in rows.items():
+        for block, metric in enumerate(("WQL", "MASE")):
+            start, tuned, naive = (scores.loc[(dataset, m), metric] for m in ("start", "finetune", "seasonal-naive"))
+            shown = [c.text for c in cells[block * 4 : block * 4 + 4]]
+            in_domain = "†" if dataset == DATASETS[1] else ""  # the fine-tune's corpus is this dataset's copy
+            assert shown == [f"{start:.4f}", f"{tuned:.4f}{in_domain}", f"{(tuned / start - 1) * 100:+.1f}%",
+                             f"{naive:.4f}"]
+            change = cells[block * 4 + 2].classes()
+            assert ("better" in change) == (round((tuned / start - 1) * 100, 1) < 0)
+            lowered += metric == "WQL" and tuned < start
+    relative = relative_scores(combined).set_index("model")
+    footer = [c.text for c in table_rows(table, "tfoot")[0]]
+    assert "geo. mean" in footer[0]
+    for block, metric in enumerate(("WQL", "MASE")):
+        start, tuned = relative.loc["start", metric], relative.loc["finetune", metric]
+        assert footer[1 + block * 4 : 5 + block * 4] == [f"{start:.4f}", f"{tuned:.4f}",
+                                                         f"{(tuned / start - 1) * 100:+.1f}%", "1.0000"]
+    sentence = f"Fine-tuning lowered WQL on {lowered} of 2 dataset(s) compared."
+    [verdict] = [p.text for p in benchmark.find_all("p") if p.text.startswith(sentence)]
+    assert "The fine-tuned model was trained on 1 of them (in-domain, †)" in verdict
+
+
+def test_finetune_report_states_whether_fine_tuning_beat_the_start(finetune_run):
+    chosen = json.loads((finetune_run["dir"] / "finetune" / SELECTION_FILE).read_text())
+    assert chosen["exported"] == "start" and not chosen["beat_start"]
+    expected = (f"Fine-tuning did not beat the start on validation_wql (start {chosen['start_score']:.4g}, best "
+                f"fine-tuned {chosen['best_score']:.4g} at step {chosen['best_step']}): "
+                "final-checkpoint holds the starting model, unchanged.")
+    for anchor in ("summary", "benchmark"):
+        headlines = [p.text for p in section(finetune_run["page"], anchor).find_all("p", **{"class": "headline"})]
+        assert any(text.startswith(expected) for text in headlines), headlines
+        assert any("bad" in p.classes() for p in section(finetune_run["page"], anchor).find_all("p")
+                   if p.text.startswith(expected))
+
+
+def test_finetune_report_marks_in_domain_scores_plainly(finetune_run):
+    benchmark = section(finetune_run["page"], "benchmark")
+    table = benchmark.find("table", **{"class": "scores"})
+    header = [th.text for th in table.find("thead").find_all("tr")[1].find_all("th")]
+    assert header == ["Dataset", *(["start", "finetune", "seasonal-naive"] * 2)]
+    rows = {cells[0].text: cells[1:] for cells in table_rows(table)}
+    marked = {(dataset, i) for dataset, cells in rows.items() for i, c in enumerate(cells) if c.find_all("sup")}
+    assert marked == {(DATASETS[1], 1), (DATASETS[1], 4)}  # finetune's WQL and MASE on its training data
+    mark = rows[DATASETS[1]][1].find("sup")
+    assert mark.text == "†" and mark.attrs["title"].startswith("in-domain: training corpus 'train'")
+    note = benchmark.find("p", **{"class": "regime-note"}).text
+    assert "In-domain, not zero-shot" in note and "1 score(s)" in note
+    [item] = benchmark.find("ul", **{"class": "messages"}).find_all("li")
+    assert item.text.startswith(f"finetune on {DATASETS[1]}: training corpus 'train'")
+    assert "same content fingerprint" in item.text
+
+
+def test_finetune_summary_sentences(tmp_path):
+    from tsm.report.finetune import read_finetune_summary, summary_sentence
+
+    assert read_finetune_summary(tmp_path) is None
+    (tmp_path / "finetune").mkdir()
+    (tmp_path / "finetune" / SELECTION_FILE).write_text(json.dumps(
+        {"start_score": 0.9, "best_step": 40, "exported": "checkpoint-40", "metric": "composite", "beat_start": True}))
+    text, beat = summary_sentence(read_finetune_summary(tmp_path))
+    assert beat is True
+    assert text == ("Fine-tuning beat the start on composite (start 0.9, best fine-tuned checkpoint at step 40): "
+                    "final-checkpoint holds checkpoint-40.")
+    text, beat = summary_sentence({"start_score": None, "best_step": None, "exported": "start",
+                                   "metric": "relative_wql", "beat_start": False})
+    assert beat is False and "did not beat the start" in text and "start not scored" in text

@@ -82,6 +82,20 @@ class ParallelismConfig(_Strict):
     torch_compile: bool = False  # compile each encoder block
 
 
+# What Chronos2Pipeline.fit adapts by default: the attention projections and the output layer.
+DEFAULT_LORA_TARGETS = ["self_attention.q", "self_attention.k", "self_attention.v", "self_attention.o",
+                        "output_patch_embedding.output_layer"]
+
+
+class LoraSettings(_Strict):
+    """LoRA adapters (peft) for finetune_mode: lora."""
+
+    r: int = Field(8, gt=0)  # adapter rank
+    alpha: float = Field(16.0, gt=0)  # scaling: alpha / r
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1)
+
+
 class BenchmarkWeights(_Strict):
     wql: float = Field(0.5, ge=0.0)
     mase: float = Field(0.5, ge=0.0)
@@ -95,11 +109,26 @@ class TrainConfig(_Strict):
     context_length: int = Field(2048, gt=0)
     prediction_length: int = Field(64, gt=0)
     min_past: int = Field(60, gt=0)
+    finetune_mode: Literal["full", "lora"] = "full"  # lora: train adapters only (needs a pretrained model_id)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     # --- data ----------------------------------------------------------------------------------
     training_data_paths: list[str] = Field(default_factory=list)
     probability: list[float] | None = None
     max_train_series: int | None = Field(None, gt=0)
     dataloader_num_workers: int = Field(0, ge=0)
+    # --- validation (off unless eval_steps is set) ----------------------------------------------
+    # Validation windows: the last prediction_length steps of each series of these corpora; null: those of
+    # the training series, which are then held out of training.
+    validation_data_paths: list[str] | None = None
+    eval_steps: int | None = Field(None, gt=0)  # validate every this many steps (and before the first one)
+    validation_metric: Literal["wql", "loss"] = "wql"  # what ranks checkpoints when validation is on
+    per_device_eval_batch_size: int | None = Field(None, gt=0)  # null: 4 x per_device_train_batch_size
+    max_validation_series: int = Field(1000, gt=0)  # a fixed random subset of larger sets (the log says so)
+    early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement before stopping
+    # Which weights final-checkpoint holds. best: the best evaluated checkpoint, the start included, so the
+    # result is never worse than where it started; last: the last step's; auto: best when the run starts
+    # from a checkpoint and evaluates (validation or benchmark), else last.
+    export: Literal["auto", "best", "last"] = "auto"
     # --- optimisation --------------------------------------------------------------------------
     max_steps: int = Field(200, gt=0)
     per_device_train_batch_size: int = Field(32, gt=0)
@@ -153,6 +182,16 @@ class TrainConfig(_Strict):
     def _check(self) -> TrainConfig:
         if not self.random_init and not self.model_id:
             raise ValueError("random_init is false, so model_id (a hub id or a checkpoint folder) is required")
+        evaluates = self.eval_steps is not None or self.benchmark_config is not None
+        if self.finetune_mode == "lora" and self.random_init:
+            raise ValueError("finetune_mode lora adapts a pretrained model: set random_init false and model_id")
+        if self.validation_data_paths is not None and self.eval_steps is None:
+            raise ValueError("validation_data_paths is set but eval_steps is not: set eval_steps (e.g. 100)")
+        if self.early_stopping_patience is not None and not evaluates:
+            raise ValueError("early_stopping_patience needs an evaluation: set eval_steps or benchmark_config")
+        if self.export == "best" and not evaluates:
+            raise ValueError("export: best needs an evaluation to rank checkpoints: set eval_steps or "
+                             "benchmark_config")
         if self.probability is not None:
             if len(self.probability) != len(self.training_data_paths):
                 raise ValueError(
@@ -162,6 +201,15 @@ class TrainConfig(_Strict):
             if any(p < 0 for p in self.probability) or abs(sum(self.probability) - 1.0) > 1e-6:
                 raise ValueError(f"probability must be non-negative and sum to 1, got {self.probability}")
         return self
+
+    @property
+    def validates(self) -> bool:
+        return self.eval_steps is not None
+
+    @property
+    def exports_best(self) -> bool:
+        evaluates = self.validates or self.benchmark_config is not None
+        return self.export == "best" or (self.export == "auto" and not self.random_init and evaluates)
 
     @property
     def mixture_weights(self) -> list[float]:

@@ -84,7 +84,8 @@ def load_model(model_id: str) -> Chronos2Model:
 
 
 def set_forecast_lengths(model: Chronos2Model, context_length: int, prediction_length: int) -> None:
-    """Make the model train (and later save) at `context_length`, with enough output patches.
+    """Make the model train (and later save) at `context_length`, with enough output patches. Lengths only
+    grow: a shorter `context_length` keeps the model's own (its windows fit within it).
 
     The model keeps two copies of its forecasting config: the dataclass `model.chronos_config`, which
     forward() reads (it cuts the context to its length), and the dict `model.config.chronos_config`,
@@ -92,6 +93,10 @@ def set_forecast_lengths(model: Chronos2Model, context_length: int, prediction_l
     length. The time-encoding scale is kept: it defines how known positions are encoded.
     """
     old_context = model.chronos_config.context_length
+    if context_length < old_context:  # the model's context is a maximum: shorter windows fit it unchanged
+        logger.info("Training windows of %d steps; the model keeps its context length %d (not shortened, so "
+                    "nothing it could read before is cut off)", context_length, old_context)
+        context_length = old_context
     patches_needed = math.ceil(prediction_length / model.chronos_config.output_patch_size)
     old_patches = model.chronos_config.max_output_patches
     new_patches = max(old_patches, patches_needed)

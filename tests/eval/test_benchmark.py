@@ -229,7 +229,9 @@ def results(tiny_model, benchmark_file, datasets_root) -> pd.DataFrame:
 
 
 def test_evaluate_returns_one_row_per_dataset_and_model(results, tiny_model):
-    assert list(results.columns) == ["dataset", "model", "MASE", "WQL"]
+    assert list(results.columns) == ["dataset", "model", "MASE", "WQL", "regime", "regime_reason"]
+    # a model folder not written by tsm has no training provenance (tests/eval/test_regime.py)
+    assert list(results["regime"]) == ["unknown", "n.a.", "unknown", "n.a."]
     assert list(zip(results["dataset"], results["model"], strict=True)) == [
         ("monthly_small", str(tiny_model)), ("monthly_small", "seasonal-naive"),
         ("quarterly_two_columns", str(tiny_model)), ("quarterly_two_columns", "seasonal-naive"),

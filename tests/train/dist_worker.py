@@ -64,7 +64,7 @@ def run(setup: str, accelerator: Accelerator, out: Path) -> None:
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    write_model_folder(accelerator, model, folder / "hf", cfg)
+    write_model_folder(accelerator, model, folder / "hf", cfg, len(losses))
     if accelerator.is_main_process:
         torch.save({"params": params, "grads": grads}, folder / "state.pt")
         (folder / "meta.json").write_text(json.dumps({

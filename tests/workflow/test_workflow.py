@@ -70,6 +70,29 @@ def test_cluster_profile_plans_multinode_training_jobs(workdir):
 def test_finetune_mode_replaces_the_two_stages(workdir):
     out = snakemake(workdir, "-n", "all", "--config", "mode=finetune").stdout
     assert "rule finetune:" in out and "train_stage1" not in out and "train_stage2" not in out
+    # the starting model (the finetune config's model_id, a hub id here) is scored as it is, for the report
+    start = planned_job(out, "results/test/benchmark/start.csv")
+    assert "wildcards: model=start" in start
+    assert "tsm evaluate --model amazon/chronos-2 " in start and "--output results/test/benchmark/start.csv" in start
+    assert "results/test/benchmark/start.csv" in planned_job(out, "results/test/report.html")
+
+    # a local start given through the workflow config's overrides is evaluated instead, and is an input
+    (workdir / "pretrained" / "final").mkdir(parents=True)
+    (workdir / "ft.yaml").write_text(yaml.safe_dump({"mode": "finetune", "finetune": {
+        "config": "config/training/chronos2-finetune.yaml", "overrides": {"model_id": "pretrained/final"}}}))
+    start = planned_job(snakemake(workdir, "-n", "all", "--configfile", "ft.yaml").stdout,
+                        "results/test/benchmark/start.csv")
+    assert "tsm evaluate --model pretrained/final " in start and "pretrained/final" in start.split("output:")[0]
+
+
+def test_pretrain_mode_plans_no_start_evaluation(workdir):
+    assert "benchmark/start.csv" not in snakemake(workdir, "-n", "all").stdout
+
+
+def planned_job(out: str, output: str) -> str:
+    """The dry run's block for the job that writes `output` (from its `rule` line to its shell command)."""
+    blocks = out.split("rule ")
+    return next(block for block in blocks if f"output: {output}\n" in block)
 
 
 def test_lint_is_clean(workdir):
@@ -100,7 +123,11 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
 
     for model in ("stage1", "stage2", "seasonal-naive"):
         scores = pd.read_csv(run / "benchmark" / f"{model}.csv")
-        assert list(scores.columns) == ["dataset", "model", "MASE", "WQL"] and len(scores) == 2
+        assert list(scores.columns) == ["dataset", "model", "MASE", "WQL", "regime", "regime_reason"]
+        assert len(scores) == 2 and set(scores["regime"]) == {"n.a." if model == "seasonal-naive" else "zero-shot"}
+    # stage 2 records stage 1's corpus as inherited: the whole history is in the final model
+    provenance = json.loads((stage2 / "training-provenance.json").read_text())
+    assert provenance["inherited"][0]["from_stage"] == "stage1" and provenance["corpora"][0]["name"] == "train"
     html = (run / "report.html").read_text()
     assert "WQL" in html and html.count("data:image/png;base64") >= 4 and "https://" not in html
 

@@ -16,9 +16,65 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tsm.data.arrow import ArrowCorpus, DataError
+from tsm.data.arrow import ArrowCorpus, DataError, SeriesItem
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Window:
+    """One forecasting window of one series: its target rows first, then its covariate rows."""
+
+    context: np.ndarray  # (rows, <= context_length)
+    future_target: np.ndarray  # (rows, prediction_length): covariate rows are NaN, so they never count in the loss
+    future_covariates: np.ndarray  # (rows, prediction_length): known-future covariate values, NaN elsewhere
+
+
+def window_at(item: SeriesItem, cut: int, context_length: int, prediction_length: int) -> Window:
+    """The window whose context ends at step `cut` and whose prediction starts there."""
+    n_targets = item.target.shape[0]
+    parts = [item.target]
+    if item.past_covariates is not None:
+        parts.append(item.past_covariates)
+    n_future = 0
+    if item.future_covariates is not None:
+        parts.append(item.future_covariates)
+        n_future = item.future_covariates.shape[0]
+    series = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+    context = series[:, max(0, cut - context_length) : cut]
+    future = series[:, cut : cut + prediction_length]
+    future_target = np.full_like(future, np.nan)
+    future_target[:n_targets] = future[:n_targets]
+    future_covariates = np.full_like(future, np.nan)
+    if n_future:
+        future_covariates[-n_future:] = future[-n_future:]  # known-future values are model inputs
+    return Window(context, future_target, future_covariates)
+
+
+def collate(windows: list[Window], prediction_length: int, num_output_patches: int) -> dict[str, torch.Tensor | int]:
+    """One batch in the format `Chronos2Model.forward` takes: contexts left-padded with NaN to the longest,
+    each window's rows in a group of their own (a series' variates and covariates attend to each other)."""
+    rows = sum(w.context.shape[0] for w in windows)
+    max_context = max(w.context.shape[-1] for w in windows)
+    context = np.full((rows, max_context), np.nan, dtype=np.float32)
+    future_target = np.empty((rows, prediction_length), dtype=np.float32)
+    future_covariates = np.empty((rows, prediction_length), dtype=np.float32)
+    group_ids = np.empty(rows, dtype=np.int64)
+    row = 0
+    for group, w in enumerate(windows):
+        n = w.context.shape[0]
+        context[row : row + n, max_context - w.context.shape[-1] :] = w.context
+        future_target[row : row + n] = w.future_target
+        future_covariates[row : row + n] = w.future_covariates
+        group_ids[row : row + n] = group
+        row += n
+    return {
+        "context": torch.from_numpy(context),
+        "future_target": torch.from_numpy(future_target),
+        "future_covariates": torch.from_numpy(future_covariates),
+        "group_ids": torch.from_numpy(group_ids),
+        "num_output_patches": num_output_patches,
+    }
 
 
 @dataclass
@@ -46,6 +102,7 @@ class TrainingBatches(IterableDataset):
         seed: int,
         rank: int = 0,
         max_series_per_corpus: int | None = None,
+        hold_out: int = 0,
     ):
         super().__init__()
         if len(corpora) != len(weights) or not corpora:
@@ -59,15 +116,17 @@ class TrainingBatches(IterableDataset):
         self.seed = seed
         self.rank = rank
         self.start_batch = 0
-        min_length = min_past + prediction_length
+        self.hold_out = hold_out  # the last steps of every series, kept for validation
+        min_length = min_past + prediction_length + hold_out
         self.usable: list[np.ndarray] = []
         self.stats: list[CorpusStats] = []
         for i, (corpus, weight) in enumerate(zip(corpora, weights, strict=True)):
             usable = np.flatnonzero(corpus.lengths >= min_length)
             if len(usable) == 0:
+                held = f" + {hold_out} held out for validation" if hold_out else ""
                 raise DataError(
-                    f"{corpus.source}: all {len(corpus)} series are shorter than min_past + prediction_length = "
-                    f"{min_past} + {prediction_length} = {min_length} (longest: "
+                    f"{corpus.source}: all {len(corpus)} series are shorter than min_past + prediction_length{held} "
+                    f"= {min_length} (longest: "
                     f"{int(corpus.lengths.max()) if len(corpus) else 0}). Lower min_past or prediction_length, "
                     "or use longer series."
                 )
@@ -82,37 +141,22 @@ class TrainingBatches(IterableDataset):
         self.weights = w / w.sum()
 
     def describe(self) -> str:
+        needed = "min_past+prediction_length" + ("+held-out validation window" if self.hold_out else "")
         return "\n".join(
-            f"  {s.source}: {s.total:,} series, {s.too_short:,} shorter than min_past+prediction_length "
-            f"({self.min_past + self.prediction_length}) skipped, {s.used:,} used, probability {s.weight:.3g}"
+            f"  {s.source}: {s.total:,} series, {s.too_short:,} shorter than {needed} "
+            f"({self.min_past + self.prediction_length + self.hold_out}) skipped, {s.used:,} used, "
+            f"probability {s.weight:.3g}"
             for s in self.stats
         )
 
-    def _window(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One random training window: (context rows, future target rows, future covariate rows)."""
+    def _window(self, rng: np.random.Generator) -> Window:
         c = int(rng.choice(len(self.corpora), p=self.weights)) if len(self.corpora) > 1 else 0
         index = int(self.usable[c][rng.integers(len(self.usable[c]))])
         item = self.corpora[c].item(index)
-        n_targets = item.target.shape[0]
-        parts = [item.target]
-        if item.past_covariates is not None:
-            parts.append(item.past_covariates)
-        n_future = 0
-        if item.future_covariates is not None:
-            parts.append(item.future_covariates)
-            n_future = item.future_covariates.shape[0]
-        series = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-        length = series.shape[-1]
+        length = item.target.shape[-1] - self.hold_out  # held-out steps are for validation only
         # Cut at `cut`: the context ends there, the prediction window starts there.
         cut = int(rng.integers(self.min_past, length - self.prediction_length + 1))
-        context = series[:, max(0, cut - self.context_length) : cut]
-        future = series[:, cut : cut + self.prediction_length]
-        future_target = np.full_like(future, np.nan)
-        future_target[:n_targets] = future[:n_targets]  # covariate rows never count in the loss
-        future_covariates = np.full_like(future, np.nan)
-        if n_future:
-            future_covariates[-n_future:] = future[-n_future:]  # known-future values are model inputs
-        return context, future_target, future_covariates
+        return window_at(item, cut, self.context_length, self.prediction_length)
 
     def batch(self, batch_index: int) -> dict[str, torch.Tensor | int]:
         rng = np.random.default_rng((self.seed, self.rank, batch_index))
@@ -121,27 +165,8 @@ class TrainingBatches(IterableDataset):
         while rows < self.batch_size:
             window = self._window(rng)
             windows.append(window)
-            rows += window[0].shape[0]
-        max_context = max(w[0].shape[-1] for w in windows)
-        context = np.full((rows, max_context), np.nan, dtype=np.float32)
-        future_target = np.empty((rows, self.prediction_length), dtype=np.float32)
-        future_covariates = np.empty((rows, self.prediction_length), dtype=np.float32)
-        group_ids = np.empty(rows, dtype=np.int64)
-        row = 0
-        for group, (ctx, tgt, cov) in enumerate(windows):
-            n = ctx.shape[0]
-            context[row : row + n, max_context - ctx.shape[-1] :] = ctx  # left-padded with NaN
-            future_target[row : row + n] = tgt
-            future_covariates[row : row + n] = cov
-            group_ids[row : row + n] = group  # a series' variates and covariates share one group
-            row += n
-        return {
-            "context": torch.from_numpy(context),
-            "future_target": torch.from_numpy(future_target),
-            "future_covariates": torch.from_numpy(future_covariates),
-            "group_ids": torch.from_numpy(group_ids),
-            "num_output_patches": self.num_output_patches,
-        }
+            rows += window.context.shape[0]
+        return collate(windows, self.prediction_length, self.num_output_patches)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor | int]]:
         info = get_worker_info()

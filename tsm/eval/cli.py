@@ -43,5 +43,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder holding one datasets folder per benchmark dataset")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--output", default="results/evaluation.csv", help="CSV: dataset,model,MASE,WQL")
+    p.add_argument("--output", default="results/evaluation.csv",
+                   help="CSV: dataset,model,MASE,WQL,regime,regime_reason (regime: in-domain, zero-shot, "
+                        "unknown or n.a., from the model's training provenance)")
     p.set_defaults(func=_evaluate)

@@ -1,10 +1,12 @@
 """The run report: `tsm report --run-dir results/test --output results/test/report.html` writes one
 self-contained HTML file (inline CSS, images as base64 PNGs) with the run summary and resolved configs,
-training curves, the benchmark table with aggregate relative scores, forecast fan charts, the data
-validation summary and the rules' run times. Parts missing from the run folder become notes.
+training curves, the benchmark table with aggregate relative scores (in-domain scores marked), in finetune
+mode the zero-shot (start) vs. fine-tuned table, forecast fan charts, the data validation summary and the
+rules' run times. Parts missing from the run folder become notes.
 
 Modules: runfiles (reading the run folder), plots (matplotlib figures), forecasts (fan-chart data),
-html (page building blocks), sections (one function per section), build (`build_report`), cli.
+html (page building blocks), sections (one function per section), regimes (in-domain marks), finetune
+(zero-shot vs. fine-tuned), build (`build_report`), cli.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
+from tsm.report import finetune, plots, sections
 from tsm.report import html as h
-from tsm.report import plots, sections
 from tsm.report.runfiles import (
     StageRun,
     read_benchmark_results,
@@ -50,12 +50,14 @@ def build_report(
     validation = _read(lambda: read_validation(run_dir), None, "data validation", notes)
     rule_times = _read(lambda: read_rule_times(run_dir), None, "Snakemake benchmark files", notes)
     verdict = sections.verdict(relative, results)
+    tuning = _read(lambda: finetune.read_finetune_summary(run_dir), None, "fine-tuning summary", notes)
+    more = [sections.Verdict(*finetune.summary_sentence(tuning))] if tuning is not None else []
 
     name = run_dir.resolve().name
     with plots.plot_style():
         rendered = [
             _section("summary", "Run summary",
-                     lambda: sections.summary_section(name, stages, rule_times, verdict, notes)),
+                     lambda: sections.summary_section(name, stages, rule_times, verdict, notes, more)),
             _section("training", "Training curves", lambda: sections.training_section(stages)),
             _section("benchmark", "Benchmark",
                      lambda: sections.benchmark_section(results, relative, verdict, run_dir)),

@@ -51,6 +51,11 @@ td.flag-bad { color: #b02a2a; font-weight: 700; }
 ul.messages { font-size: 14px; margin: 6px 0 12px; padding-left: 22px; }
 ul.messages li { margin: 3px 0; overflow-wrap: anywhere; }
 td.best { background: var(--best); color: var(--best-ink); font-weight: 700; }
+sup.regime { font-weight: 700; color: #b02a2a; margin-left: 2px; cursor: help; }
+.regime-note { background: var(--warn); border-left: 4px solid #c0392b; padding: 8px 12px; margin: 10px 0;
+               font-size: 14px; }
+td.better { color: var(--best-ink); font-weight: 600; }
+td.worse { color: #b02a2a; font-weight: 600; }
 figure { margin: 14px 0 22px; }
 figure img { width: 100%; height: auto; display: block; border: 1px solid var(--line); border-radius: 6px; }
 figcaption { color: var(--muted); font-size: 13.5px; margin-top: 6px; }

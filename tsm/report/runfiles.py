@@ -21,6 +21,10 @@ logger = logging.getLogger("tsm")
 # Stage folders in the order they run; `finetune` replaces both stages in finetune mode.
 STAGES = ("stage1", "stage2", "finetune")
 BASELINE = "seasonal-naive"
+# benchmark/start.csv (finetune mode): the fine-tune's starting model scored as it was, zero-shot.
+START = "start"
+# Models in the benchmark tables' order: the start before what was trained from it, the baseline last.
+MODEL_ORDER = (START, *STAGES, BASELINE)
 # Rules in DAG order, for sorting Snakemake benchmark files (anything else goes after, by name).
 RULE_ORDER = ("download_eval", "download_train", "synth_train", "validate_data", "train_stage1", "train_stage2",
               "finetune", "evaluate", "report")
@@ -136,13 +140,14 @@ def _read_training_log(path: Path, stage: StageRun) -> None:
 
 
 def read_benchmark_results(run_dir: Path) -> pd.DataFrame | None:
-    """`benchmark/{name}.csv` (written by `tsm evaluate`) concatenated, `model` set to the file's name.
+    """`benchmark/{name}.csv` (written by `tsm evaluate`) concatenated, `model` set to the file's name;
+    `regime` (in-domain, zero-shot, ...) and `regime_reason` as written, empty for older files.
 
-    Stages come first in run order, then other files, then the baseline."""
+    The start model and the stages come first in run order, then other files, then the baseline."""
     folder = run_dir / "benchmark"
     paths = [p for p in folder.glob("*.csv") if not p.stem.endswith("-relative")] if folder.is_dir() else []
-    order = {name: index for index, name in enumerate((*STAGES, BASELINE))}
-    paths.sort(key=lambda p: (order.get(p.stem, len(STAGES) - 0.5), p.stem))
+    order = {name: index for index, name in enumerate(MODEL_ORDER)}
+    paths.sort(key=lambda p: (order.get(p.stem, len(MODEL_ORDER) - 1.5), p.stem))
     frames = []
     for path in paths:
         frame = pd.read_csv(path)
@@ -152,7 +157,10 @@ def read_benchmark_results(run_dir: Path) -> pd.DataFrame | None:
         # One model per file (the DAG's layout): the file names it. A file of several models keeps theirs.
         models = frame["model"].astype(str) if "model" in frame else pd.Series([path.stem] * len(frame))
         labels = [path.stem] * len(frame) if models.nunique() <= 1 else [model_label(m) for m in models]
-        frames.append(frame.assign(model=labels)[["dataset", "model", "MASE", "WQL"]])
+        frame = frame.assign(model=labels)
+        for column in ("regime", "regime_reason"):
+            frame[column] = frame[column].fillna("").astype(str) if column in frame else ""
+        frames.append(frame[["dataset", "model", "MASE", "WQL", "regime", "regime_reason"]])
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

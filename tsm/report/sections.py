@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tsm.report import finetune, plots
 from tsm.report import html as h
-from tsm.report import plots
+from tsm.report.regimes import regime_by_cell, regime_mark, regime_notes
 from tsm.report.runfiles import BASELINE, StageRun, Validation
 
 FINAL_MODELS = ("stage2", "finetune")  # the model the run exists to produce, in order of preference
@@ -66,7 +67,8 @@ def headline(v: Verdict) -> str:
 
 
 def summary_section(run_name: str, stages: Sequence[StageRun], rule_times: pd.DataFrame | None,
-                    v: Verdict, notes: Sequence[str]) -> h.Section:
+                    v: Verdict, notes: Sequence[str], more: Sequence[Verdict] = ()) -> h.Section:
+    """`more`: further headline sentences (the fine-tuning verdict)."""
     starts = [s.started for s in stages if s.started]
     steps = [s.steps for s in stages if s.steps is not None]
     final_loss = next((s.final_loss for s in reversed(stages) if s.final_loss is not None), None)
@@ -82,6 +84,7 @@ def summary_section(run_name: str, stages: Sequence[StageRun], rule_times: pd.Da
         ("Final loss", h.number(final_loss)),
         ("Wall time", f'{h.esc(plots.format_seconds(wall))} <span class="sub">{wall_scope}</span>'),
     ]), headline(v)]
+    body += [headline(extra) for extra in more]
     body += [h.note(text) for text in notes]
     if not stages:
         body.append(h.note("No training stage folder (stage1/, stage2/ or finetune/) in this run."))
@@ -167,13 +170,15 @@ def benchmark_section(results: pd.DataFrame | None, relative: pd.DataFrame | Non
         f'<th class="group" colspan="{len(models)}">{metric}</th>' for metric in metrics) + "</tr>"
     header = [h.Cell("Dataset")] + [h.Cell(h.esc(m), "num" + (" first-of-group" if i == 0 else ""))
                                     for _ in metrics for i, m in enumerate(models)]
+    regimes = regime_by_cell(results)
     rows = []
     for dataset, group in results.groupby("dataset", sort=False):
         scores = group.set_index("model")
         row = [h.Cell(h.esc(dataset))]
+        marks = [regime_mark(*regimes.get((dataset, m), ("", ""))) for m in models]
         for metric in metrics:
             values = [scores[metric].get(m, np.nan) for m in models]
-            row += _scored_cells(values)
+            row += _scored_cells(values, marks)
         rows.append(row)
     footer = []
     if relative is not None:
@@ -186,6 +191,10 @@ def benchmark_section(results: pd.DataFrame | None, relative: pd.DataFrame | Non
             '<p class="caption">Lower is better; the best score in each row is highlighted. WQL: mean weighted '
             "quantile loss over the levels 0.1–0.9; MASE: of the median, scaled by each series' seasonal "
             "differences. The aggregate is the geometric mean over datasets of model / seasonal naive.</p>"]
+    body += regime_notes(regimes)
+    comparison = finetune.comparison(results, relative, run_dir)
+    if comparison:
+        body.append(comparison)
     if relative is None:
         body.append(h.note("No seasonal-naive results (benchmark/seasonal-naive.csv), so no relative scores."))
     bars = plots.relative_wql_bars(results)
@@ -196,9 +205,10 @@ def benchmark_section(results: pd.DataFrame | None, relative: pd.DataFrame | Non
     return h.Section("benchmark", title, "\n".join(body))
 
 
-def _scored_cells(values: Sequence[float]) -> list[h.Cell]:
-    """Cells for one metric across models, the best (lowest, as displayed) highlighted."""
-    shown = [h.number(value) for value in values]
+def _scored_cells(values: Sequence[float], marks: Sequence[str] | None = None) -> list[h.Cell]:
+    """Cells for one metric across models, the best (lowest, as displayed) highlighted; `marks` (HTML, one
+    per model) follow the numbers."""
+    shown = [h.number(value) + (marks[i] if marks else "") for i, value in enumerate(values)]
     finite = [round(float(value), 4) for value in values if value is not None and np.isfinite(value)]
     best = min(finite) if finite else None
     cells = []

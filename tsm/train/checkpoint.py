@@ -24,10 +24,13 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
 from tsm.config import ConfigError, TrainConfig
+from tsm.train.lora import is_lora, merge, rebuild_on_cpu, save_adapters
+from tsm.train.provenance import write_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +65,24 @@ def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=options)
 
 
-def write_model_folder(accelerator: Any, model: torch.nn.Module, folder: Path, cfg: TrainConfig) -> None:
+def _save_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path, cfg: TrainConfig) -> None:
+    if is_lora(model):  # the folder gets the merged weights, so it loads without peft; the adapters go beside
+        adapted = rebuild_on_cpu(model, state)
+        save_adapters(adapted, folder, cfg.model_id)
+        merge(adapted).save_pretrained(folder, safe_serialization=True)
+    else:
+        model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+
+
+def write_model_folder(accelerator: Any, model: torch.nn.Module, folder: Path, cfg: TrainConfig, step: int) -> None:
     """An HF model folder that `Chronos2Pipeline.from_pretrained` loads, with the run's config beside it.
     All ranks call it (the weights are gathered); rank 0 writes."""
     model = accelerator.unwrap_model(model)
     state = full_model_state(model)
     if accelerator.is_main_process:
-        model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+        _save_weights(model, state, folder, cfg)
         (folder / CONFIG_COPY).write_text(cfg.to_yaml())
+        write_provenance(folder, cfg, step)  # what it was trained on (tsm evaluate: in-domain vs zero-shot)
 
 
 def remove_dir(path: Path) -> None:
@@ -110,7 +123,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    write_model_folder(accelerator, model, tmp, cfg)
+    write_model_folder(accelerator, model, tmp, cfg, step)
     # Keys of the unwrapped model: a checkpoint resumes under DDP, FSDP or one process alike.
     model_state, optim_state = get_state_dict(accelerator.unwrap_model(model), optimizer)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / SHARDED_STATE),
@@ -144,12 +157,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return trainer_state
 
 
-def save_final(accelerator: Any, model: torch.nn.Module, cfg: TrainConfig) -> Path:
+def save_final(accelerator: Any, model: torch.nn.Module, cfg: TrainConfig, step: int | None = None) -> Path:
     final = Path(cfg.output_dir) / FINAL_CHECKPOINT
     tmp = final.with_name(f".tmp-{FINAL_CHECKPOINT}")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-    write_model_folder(accelerator, model, tmp, cfg)
+    write_model_folder(accelerator, model, tmp, cfg, cfg.max_steps if step is None else step)
     if accelerator.is_main_process:
         _replace_dir(tmp, final)
         logger.info("Saved %s", final)
@@ -202,3 +215,11 @@ def check_resumable(path: str | Path) -> Path:
             f"resume_from_checkpoint {path}: not a resumable tsm checkpoint, missing {', '.join(missing)}{hint}."
         )
     return p
+
+
+def load_model_weights(path: Path, model: torch.nn.Module) -> None:
+    """Put the weights of checkpoint `path` into `model` (unwrapped; all ranks call it), optimizer aside:
+    how a run that exports its best checkpoint gets back to it."""
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, checkpoint_id=str(path / SHARDED_STATE), no_dist=not torch.distributed.is_initialized())
+    set_model_state_dict(model, state["model"])

@@ -32,6 +32,7 @@ logger = logging.getLogger("tsm")
 
 BEST_FILE = "best-checkpoints.json"
 BEST_LINK = "best-checkpoint"
+RECORDED_SCORES = ("relative_wql", "relative_mase", "validation_loss", "validation_wql")
 
 
 class BenchmarkEvaluator:
@@ -90,15 +91,15 @@ def read_best(output_dir: Path) -> list[dict[str, Any]]:
 
 
 def update_best(output_dir: Path, step: int, score: float, scores: dict[str, float], metric: str, k: int) -> None:
-    """Record checkpoint-{step}'s score; keep the k best (lowest) in best-checkpoints.json and point
+    """Record checkpoint-{step}'s score (what ranks checkpoints: validation when it is on, else the benchmark);
+    keep the k best (lowest) in best-checkpoints.json and point
     `best-checkpoint` at the best one. Rotation by save_total_limit never deletes these."""
     if not math.isfinite(score):
         logger.warning("Step %d: benchmark score is %s; not ranked among the best checkpoints", step, score)
         return
     entries = [e for e in read_best(output_dir) if e["step"] != step]
     entries.append({"step": step, "path": f"checkpoint-{step}", "score": score, "metric": metric,
-                    "relative_wql": scores["relative_wql"],
-                    "relative_mase": scores["relative_mase"]})
+                    **{key: scores[key] for key in RECORDED_SCORES if key in scores}})
     entries = sorted(entries, key=lambda e: (e["score"], e["step"]))[:k]
     tmp = output_dir / (BEST_FILE + ".tmp")
     tmp.write_text(json.dumps({"metric": metric, "lower_is_better": True, "checkpoints": entries}, indent=2))

@@ -21,12 +21,14 @@ from tsm.model import count_parameters, create_model, load_model, set_forecast_l
 from tsm.train.checkpoint import (
     check_resumable,
     load_checkpoint,
+    load_model_weights,
     rotate_checkpoints,
     save_checkpoint,
     save_final,
     set_rng_state,
 )
 from tsm.train.evaluation import BenchmarkEvaluator, update_best
+from tsm.train.lora import apply_lora
 from tsm.train.monitor import TrainingMonitor, setup_logging
 from tsm.train.parallel import clip_grad_norm, no_gradient_sync, parallelize
 from tsm.train.reliability import (
@@ -39,6 +41,8 @@ from tsm.train.reliability import (
     find_resume_checkpoint,
     recover_interrupted_writes,
 )
+from tsm.train.selection import ModelSelection
+from tsm.train.validation import ValidationSet
 
 logger = logging.getLogger("tsm")
 
@@ -86,6 +90,8 @@ def open_training_data(cfg: TrainConfig, output_patch_size: int, rank: int) -> T
         context_length=cfg.context_length, prediction_length=cfg.prediction_length, min_past=cfg.min_past,
         batch_size=cfg.per_device_train_batch_size, output_patch_size=output_patch_size, seed=cfg.seed,
         rank=rank, max_series_per_corpus=cfg.max_train_series,
+        # Validation without data of its own holds out the last window of each training series.
+        hold_out=cfg.prediction_length if cfg.validates and cfg.validation_data_paths is None else 0,
     )
 
 
@@ -122,12 +128,16 @@ def train(cfg: TrainConfig) -> Path:
         set_forecast_lengths(model, cfg.context_length, cfg.prediction_length)
     else:
         model = create_model(cfg)
-    # Data and benchmarks are opened before any heavy work so that bad inputs fail fast.
-    batches = open_training_data(cfg, model.chronos_config.output_patch_size, accelerator.process_index)
+    # Data, validation and benchmarks are opened before any heavy work so that bad inputs fail fast.
+    patch_size = model.chronos_config.output_patch_size
+    batches = open_training_data(cfg, patch_size, accelerator.process_index)
     # With FSDP every rank must run every forward, so all ranks evaluate all datasets in lockstep.
     spread = cfg.parallelism.strategy != "fsdp"
-    evaluator = (BenchmarkEvaluator(cfg, accelerator.process_index, accelerator.num_processes, spread)
-                 if cfg.benchmark_config else None)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    validation = ValidationSet(cfg, patch_size, rank, world, spread) if cfg.validates else None
+    evaluator = BenchmarkEvaluator(cfg, rank, world, spread) if cfg.benchmark_config else None
+    if cfg.finetune_mode == "lora":  # a resumed run gets its adapters back from the checkpoint below
+        model = apply_lora(model, cfg.lora)
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -161,21 +171,61 @@ def train(cfg: TrainConfig) -> Path:
     logger.info(
         "Training %s parameters on %s (%d process%s, mixed precision %s) for %d steps\n"
         "  context %d, prediction %d, global batch %d series (%d per device x %d accumulation x %d ranks)\n"
-        "Training data:\n%s",
+        "Training data:\n%s%s",
         f"{count_parameters(model):,}", accelerator.device, accelerator.num_processes,
         "" if accelerator.num_processes == 1 else "es", accelerator.mixed_precision, cfg.max_steps,
         cfg.context_length, cfg.prediction_length, global_batch, cfg.per_device_train_batch_size, accum,
         accelerator.num_processes, batches.describe(),
+        f"\nValidation: {validation.summary}" if validation else "",
     )
 
     monitor = TrainingMonitor(accelerator, output_dir, cfg, data_stats=batches.stats)
+    # What ranks checkpoints (and decides early stopping and the export): validation when on, else the benchmark.
+    ranking = (f"validation_{cfg.validation_metric}" if validation else cfg.benchmark_checkpoint_metric
+               if evaluator else None)
+    selection = ModelSelection(output_dir, ranking or "", cfg.early_stopping_patience, start_step)
+
+    def save(step: int) -> None:
+        check_disk_space(output_dir, model, accelerator.num_processes)
+        save_checkpoint(accelerator, model, optimizer, scheduler, cfg, step,
+                        {"data": {"seed": cfg.seed, "batches_consumed": step * accum}, "bad_steps": guard.total})
+
+    def evaluate(step: int, validate: bool, benchmark: bool) -> None:
+        scores: dict[str, float] = {}
+        if validate:
+            measured = validation.run(model, accelerator)
+            monitor.on_validation(step, measured)
+            scores.update({f"validation_{name}": value for name, value in measured.items()})
+        if benchmark:
+            measured = evaluator.run(accelerator.unwrap_model(model))
+            monitor.on_benchmark(step, measured)
+            scores.update(measured)
+            if not validation:
+                scores[ranking] = evaluator.checkpoint_score(measured)
+        if ranking in scores:
+            selection.record(step, scores[ranking], accelerator.is_main_process)
+            if accelerator.is_main_process and step > 0:  # step 0 (the start) has no checkpoint to keep
+                update_best(output_dir, step, scores[ranking], scores, ranking, cfg.benchmark_top_k)
+                rotate_checkpoints(output_dir, cfg.save_total_limit)  # one may have left the top-K
+        accelerator.wait_for_everyone()
+
+    guard = BadStepGuard(cfg.max_consecutive_bad_steps)
+    if start_step == 0 and not cfg.random_init and ranking and selection.start_score is None:
+        # Score the starting model before any step: the export falls back on it if nothing beats it.
+        logger.info("Scoring the starting model (%s) before the first step", cfg.model_id)
+        evaluate(0, validation is not None, evaluator is not None)
+
     data = batch_iterator(batches, cfg.dataloader_num_workers, start_batch=start_step * accum)
     device = accelerator.device
     started = time.perf_counter()
     preemption = PreemptionHandler()
-    guard = BadStepGuard(cfg.max_consecutive_bad_steps)
+    step = start_step
+    last_step = cfg.max_steps
+    if selection.should_stop_early():  # a rerun of a run that stopped early has nothing left to train
+        logger.info("This run stopped early at step %d; nothing left to train", start_step)
+        last_step = start_step
     try:
-        for step in range(start_step + 1, cfg.max_steps + 1):
+        for step in range(start_step + 1, last_step + 1):
             step_loss = torch.zeros((), device=device)
             samples = 0
             data_wait = 0.0
@@ -198,29 +248,35 @@ def train(cfg: TrainConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             monitor.on_step(step, step_loss, grad_norm, scheduler.get_last_lr()[0], samples, data_wait)
             stop = preemption.should_stop(accelerator)
-            evaluate_now = evaluator is not None and not stop and (
-                step % cfg.benchmark_eval_steps == 0 or step == cfg.max_steps)
-            if step % cfg.save_steps == 0 or evaluate_now or stop:  # a scored step keeps its weights, for top-K
-                check_disk_space(output_dir, model, accelerator.num_processes)
-                save_checkpoint(accelerator, model, optimizer, scheduler, cfg, step,
-                                {"data": {"seed": cfg.seed, "batches_consumed": step * accum},
-                                 "bad_steps": guard.total})
+            last = step == cfg.max_steps
+            validate = validation is not None and not stop and (step % cfg.eval_steps == 0 or last)
+            benchmark = evaluator is not None and not stop and (step % cfg.benchmark_eval_steps == 0 or last)
+            if step % cfg.save_steps == 0 or validate or benchmark or stop:  # a scored step keeps its weights
+                save(step)
             if stop:
                 raise Preempted(f"preempted at step {step}: checkpoint-{step} written; run the same command again "
                                 f"to resume (exit status {PREEMPTED_EXIT_CODE})")
-            if evaluate_now:
-                scores = evaluator.run(accelerator.unwrap_model(model))
-                monitor.on_benchmark(step, scores)
-                if accelerator.is_main_process:
-                    update_best(output_dir, step, evaluator.checkpoint_score(scores), scores,
-                                cfg.benchmark_checkpoint_metric, cfg.benchmark_top_k)
-                    rotate_checkpoints(output_dir, cfg.save_total_limit)  # one may have left the top-K
-                accelerator.wait_for_everyone()
+            if validate or benchmark:
+                evaluate(step, validate, benchmark)
+                if selection.should_stop_early():
+                    logger.info("Early stopping at step %d: %s did not improve in %d evaluations (best: step %d)",
+                                step, ranking, cfg.early_stopping_patience, selection.best()["step"])
+                    break
     finally:
         preemption.close()
     monitor.close()
-    final = save_final(accelerator, model, cfg)
+    exported = None
+    if cfg.exports_best and selection.best() is not None:
+        exported = selection.best()["step"]
+        if exported == 0:  # nothing beat the start: export the starting model itself
+            model = create_model(cfg)
+        elif exported != step:
+            load_model_weights(output_dir / f"checkpoint-{exported}", accelerator.unwrap_model(model))
+    if ranking:
+        verdict = selection.finish(exported, accelerator.is_main_process)
+        (logger.warning if exported == 0 else logger.info)(verdict)
+    final = save_final(accelerator, model, cfg, step if exported is None else exported)
     logger.info("Done: %d steps in %.1fs (%d non-finite steps skipped). Final model: %s",
-                cfg.max_steps - start_step, time.perf_counter() - started, guard.total, final)
+                step - start_step, time.perf_counter() - started, guard.total, final)
     accelerator.end_training()
     return final

@@ -207,13 +207,20 @@ class TrainingMonitor:
 
     def on_benchmark(self, step: int, scores: dict[str, float]) -> None:
         """Benchmark scores measured during training: logged, in TensorBoard and in the next health report."""
-        self._skip_next_latency = True  # the evaluation's time is not a training step's
         self.benchmark = (step, dict(scores))
+        self._on_evaluation("benchmark", "Benchmark", step, scores)
+
+    def on_validation(self, step: int, scores: dict[str, float]) -> None:
+        """Validation loss and WQL: logged and in TensorBoard (`validation/`)."""
+        self._on_evaluation("validation", "Validation", step, scores)
+
+    def _on_evaluation(self, tag: str, title: str, step: int, scores: dict[str, float]) -> None:
+        self._skip_next_latency = True  # the evaluation's time is not a training step's
         if self.is_main:
-            logger.info("Benchmark at step %s: %s", f"{step:,}",
-                        "  ".join(f"{name}={value:.4g}" for name, value in scores.items()))
+            logger.info("%s at step %s: %s", title, f"{step:,}",
+                        "  ".join(f"{name}={value:.6g}" for name, value in scores.items()))
             for name, value in scores.items():
-                self._scalar(f"benchmark/{name}", value, step)
+                self._scalar(f"{tag}/{name}", value, step)
 
     def close(self) -> None:
         """Flush what is left and, on rank 0, write the closing health report. It comes here rather than at

@@ -1,6 +1,7 @@
 # Helpers shared by the rules: paths under results/{run}/, the models of the run, the training launch.
 import os
 import shlex
+from pathlib import Path
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
@@ -8,6 +9,48 @@ BENCHMARK = config["benchmark"]["config"]
 BENCHMARK_DATA = f"{RESULTS}/data/benchmarks"
 # The trained models of this run: two pretraining stages, or one fine-tuning stage.
 STAGES = ["finetune"] if config["mode"] == "finetune" else ["stage1", "stage2"]
+
+
+def start_model():
+    """finetune mode: the model the fine-tune starts from (the training config's model_id after the workflow
+    config's overrides), scored as it is next to the fine-tuned one. None: no start model (pretrain mode,
+    or a finetune config with random_init)."""
+    if config["mode"] != "finetune":
+        return None
+    import yaml
+
+    with open(config["finetune"]["config"]) as handle:
+        training = yaml.safe_load(handle) or {}
+    training.update(config["finetune"].get("overrides", {}))
+    if training.get("random_init", True) or not training.get("model_id"):
+        return None
+    return str(training["model_id"])
+
+
+START_MODEL = start_model()
+# Scored on the benchmark (benchmark/{name}.csv): the trained stages, the start of a fine-tune, the baseline.
+EVALUATED = [*STAGES, *(["start"] if START_MODEL else []), "seasonal-naive"]
+
+
+def is_local_model(model_id):
+    """A folder, not a hub id (`owner/name`): then it is an input the DAG must have before evaluating it."""
+    path = Path(model_id)
+    return path.is_dir() or path.is_absolute() or model_id.startswith((".", "~")) or len(path.parts) != 2
+
+
+def evaluated_model_input(wildcards):
+    if wildcards.model == "seasonal-naive":
+        return []
+    if wildcards.model == "start":
+        return [START_MODEL] if is_local_model(START_MODEL) else []
+    return [final_model(wildcards.model)]
+
+
+def evaluated_model(wildcards):
+    """What `tsm evaluate --model` gets for a benchmark/{model}.csv."""
+    if wildcards.model == "start":
+        return START_MODEL
+    return "seasonal-naive" if wildcards.model == "seasonal-naive" else final_model(wildcards.model)
 
 
 def final_model(stage):
@@ -26,10 +69,10 @@ def launch_command(wildcards):
     if launch["mode"] == "slurm":
         nodes = int(os.environ.get("TSM_SLURM_NODES", launch["nodes"]))
         # The inner srun does not inherit --cpus-per-task (a known plugin issue): pass it, or each node's
-        # launcher runs on one core and starves the data workers.
+        # launcher runs on one core and starves the data workers. use_cpu: gloo ranks on CPU nodes (--cpu).
         return (
             f"srun --ntasks-per-node=1 --cpus-per-task={training_threads()} tsm launch --nodes {nodes} "
-            f"--gpus-per-node {launch['processes_per_node']} "
+            f"{'--cpu ' if launch['use_cpu'] else ''}--gpus-per-node {launch['processes_per_node']} "
             f"--cpu-threads-per-process {launch['cpu_threads_per_process']} --"
         )
     prefix = "ACCELERATE_USE_CPU=true " if launch["use_cpu"] else ""
@@ -59,7 +102,9 @@ def training_resources():
         "cpus_per_task": gpus * launch["cpu_threads_per_process"] + 4,
         "mem_mb": 400_000,
         "runtime": int(os.environ.get("TSM_SLURM_TRAIN_MINUTES", 2880)),
-        "slurm_extra": "'--ntasks-per-node=1 --exclusive --signal=TERM@300'",
+        # No quotes around it: the plugin appends it to the sbatch command line as it is, and a quoted
+        # '--ntasks-per-node=1 --exclusive ...' would reach sbatch as one word (an invalid --ntasks-per-node).
+        "slurm_extra": "--ntasks-per-node=1 --exclusive --signal=TERM@300",
     }
 
 

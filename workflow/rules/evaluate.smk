@@ -1,16 +1,17 @@
-# Benchmark evaluation (WQL, MASE) of each trained model and of the seasonal naive baseline.
+# Benchmark evaluation (WQL, MASE) of each trained model, of the seasonal naive baseline and, in finetune mode,
+# of the starting model as it is (`start`: the zero-shot side of the report's zero-shot vs. fine-tuned table).
 
 
 rule evaluate:
     input:
         data=BENCHMARK_DATA,
-        model=lambda wildcards: [] if wildcards.model == "seasonal-naive" else [final_model(wildcards.model)],
+        model=evaluated_model_input,
     output:
         report(f"{RESULTS}/benchmark/{{model}}.csv", category="Benchmark"),
     wildcard_constraints:
-        model="stage1|stage2|finetune|seasonal-naive",
+        model="stage1|stage2|finetune|start|seasonal-naive",
     params:
-        model=lambda wildcards, input: input.model[0] if input.model else "seasonal-naive",
+        model=evaluated_model,
         benchmark=BENCHMARK,
     conda:
         "../envs/tsm.yaml"

@@ -3,7 +3,7 @@
 
 rule report:
     input:
-        evaluations=expand(f"{RESULTS}/benchmark/{{model}}.csv", model=[*STAGES, "seasonal-naive"]),
+        evaluations=expand(f"{RESULTS}/benchmark/{{model}}.csv", model=EVALUATED),
         models=[final_model(stage) for stage in STAGES],
         validation=f"{RESULTS}/validation/report.json",
         data=BENCHMARK_DATA,

@@ -1,0 +1,94 @@
+"""In-domain or zero-shot: was a benchmark dataset part of a model's training data?
+
+A local model folder written by tsm carries `training-provenance.json` (tsm/train/provenance.py): the
+corpora of its own run and of every run it started from. A benchmark dataset is `in-domain` for that
+model when a corpus in that history has the dataset's name (the corpus folder's name) or the same content
+fingerprint (the same Arrow bytes wherever they live); otherwise `zero-shot`. Hub models are taken as
+zero-shot (tsm cannot know their data), a local folder without the file is `unknown`, and the seasonal
+naive baseline has no training data (`n.a.`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("tsm")
+
+IN_DOMAIN = "in-domain"
+ZERO_SHOT = "zero-shot"
+UNKNOWN = "unknown"
+NOT_APPLICABLE = "n.a."
+
+
+@dataclass(frozen=True)
+class Regime:
+    regime: str
+    reason: str  # why, in words (the matching corpus for in-domain)
+
+
+def dataset_fingerprint(datasets_root: str | Path, name: str) -> str | None:
+    """The content fingerprint of a benchmark dataset folder (None when it cannot be read)."""
+    from tsm.train.provenance import fingerprint
+
+    try:
+        return fingerprint(Path(datasets_root) / name)["fingerprint"]
+    except OSError as error:
+        logger.warning("could not fingerprint benchmark dataset %s: %s", name, error)
+        return None
+
+
+def _describe(corpus: dict) -> str:
+    where = f", inherited from {corpus['from_stage']}" if corpus.get("from_stage") else ""
+    return f"training corpus '{corpus.get('name')}' ({corpus.get('path')}{where})"
+
+
+def match(corpora: Sequence[dict], name: str, fingerprint: str | None) -> Regime:
+    """The regime of one dataset against a model's training corpora (own and inherited)."""
+    for corpus in corpora:
+        same_name = corpus.get("name") == name
+        same_content = fingerprint is not None and corpus.get("fingerprint") == fingerprint
+        if same_name or same_content:
+            what = " and ".join(
+                part for part, hit in (("name", same_name), ("content fingerprint", same_content)) if hit)
+            return Regime(IN_DOMAIN, f"{_describe(corpus)} has the same {what}")
+    return Regime(ZERO_SHOT, f"no training corpus of the model ({len(corpora)} in its history) has this "
+                             "name or content")
+
+
+def model_regimes(models: Sequence[str], dataset_names: Sequence[str],
+                  datasets_root: str | Path) -> dict[str, dict[str, Regime]]:
+    """{model: {dataset: Regime}} for the models of one evaluation; in-domain findings are logged."""
+    from tsm.eval.benchmark import SEASONAL_NAIVE
+    from tsm.train.provenance import read_provenance, training_corpora
+
+    fingerprints: dict[str, str | None] = {}  # benchmark datasets are hashed only if some model needs it
+    regimes: dict[str, dict[str, Regime]] = {}
+    for model in models:
+        if model == SEASONAL_NAIVE:
+            regimes[model] = {d: Regime(NOT_APPLICABLE, "a baseline: no training data") for d in dataset_names}
+            continue
+        provenance = read_provenance(model) if Path(model).expanduser().is_dir() else None
+        if provenance is None:
+            local = Path(model).expanduser().is_dir()
+            regime = Regime(UNKNOWN, f"{model} has no training provenance file") if local else Regime(
+                ZERO_SHOT, f"{model} is a hub model: its training data is not recorded, taken as zero-shot")
+            if local:
+                logger.warning("%s has no training provenance: in-domain or zero-shot is unknown", model)
+            regimes[model] = dict.fromkeys(dataset_names, regime)
+            continue
+        corpora = training_corpora(provenance)
+        if provenance.get("start_provenance") == "missing":
+            logger.warning("%s started from a model without provenance: its earlier training data is unknown",
+                           model)
+        regimes[model] = {}
+        for name in dataset_names:
+            if name not in fingerprints:
+                fingerprints[name] = dataset_fingerprint(datasets_root, name)
+            regime = match(corpora, name, fingerprints[name])
+            regimes[model][name] = regime
+            if regime.regime == IN_DOMAIN:
+                logger.warning("%s on %s is in-domain, not zero-shot: %s", model, name, regime.reason)
+    return regimes
