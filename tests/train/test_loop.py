@@ -43,6 +43,9 @@ def test_run_writes_checkpoints_logs_and_tensorboard(tmp_path, corpus):
     assert {"train/loss", "train/lr", "grad/norm", "perf/steps_per_s", "perf/samples_per_s"} <= set(tags)
     losses = [e.value for e in events.Scalars("train/loss")]
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6] and all(v > 0 for v in losses)
+    # the rate each step used: linear decay without warmup, so step 6 of 6 still trains at 1/6 of the peak
+    rates = {e.step: e.value for e in events.Scalars("train/lr")}
+    assert rates[6] == pytest.approx(1e-3 / 6) and rates[2] == pytest.approx(1e-3 * 5 / 6)
     pipeline = Chronos2Pipeline.from_pretrained(final)
     q, _ = pipeline.predict_quantiles([torch.randn(100).cumsum(0)], prediction_length=32, quantile_levels=[0.5])
     assert q[0].shape == (1, 32, 1)

@@ -242,11 +242,12 @@ def train(cfg: TrainConfig) -> Path:
                     accelerator.backward(loss)
                 step_loss += loss.detach()
             grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses (logged as such, as HF's Trainer does)
             if guard.check(step, step_loss, grad_norm):  # NaN/inf: skip the update, count it
                 optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            monitor.on_step(step, step_loss, grad_norm, scheduler.get_last_lr()[0], samples, data_wait)
+            monitor.on_step(step, step_loss, grad_norm, lr, samples, data_wait)
             stop = preemption.should_stop(accelerator)
             last = step == cfg.max_steps
             validate = validation is not None and not stop and (step % cfg.eval_steps == 0 or last)
