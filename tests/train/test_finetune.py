@@ -18,6 +18,7 @@ from tsm.model import load_model
 from tsm.train.checkpoint import load_model_weights
 from tsm.train.loop import train
 from tsm.train.lora import ADAPTER_FOLDER, apply_lora
+from tsm.train.provenance import read_provenance
 from tsm.train.selection import SELECTION_FILE
 
 
@@ -105,6 +106,10 @@ def test_when_nothing_beats_the_start_the_start_is_exported_and_early_stopping_e
     assert all(e["score"] > chosen["start_score"] for e in chosen["history"][1:])
     initial, exported = load_file(start / "model.safetensors"), load_file(final / "model.safetensors")
     assert max((initial[k] - exported[k]).abs().max().item() for k in initial) == 0.0
+    # The exported start never saw this run's data: its provenance lists only what the start was trained on.
+    provenance = read_provenance(final)
+    assert provenance["step"] == 0 and provenance["corpora"] == []
+    assert [c["path"] for c in provenance["inherited"]] == [str(data.resolve())]
     log = (out / "training.log").read_text()
     assert "Early stopping at step 4" in log and "Nothing beat the start" in log
     assert "final-checkpoint holds the starting model" in log

@@ -163,7 +163,9 @@ def build_provenance(cfg: TrainConfig, step: int) -> dict[str, Any]:
     inherited, start_provenance = _inherited(start_folder)
     weights = cfg.mixture_weights if cfg.training_data_paths else []
     corpora = []
-    for path, weight in zip(cfg.training_data_paths, weights, strict=True):
+    # Step 0 is the starting model exported unchanged (nothing beat it): it never saw this run's data.
+    trained_on = zip(cfg.training_data_paths, weights, strict=True) if step > 0 else []
+    for path, weight in trained_on:
         try:
             record = corpus_record(path)
         except (OSError, ValueError) as error:  # a corpus gone mid-run must not cost the checkpoint

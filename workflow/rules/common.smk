@@ -38,11 +38,16 @@ def is_local_model(model_id):
     return path.is_dir() or path.is_absolute() or model_id.startswith((".", "~")) or len(path.parts) != 2
 
 
+def start_model_input(wildcards=None):
+    """The fine-tune's local start folder as an input (a stage of this DAG, say); nothing for a hub id."""
+    return [START_MODEL] if START_MODEL and is_local_model(START_MODEL) else []
+
+
 def evaluated_model_input(wildcards):
     if wildcards.model == "seasonal-naive":
         return []
     if wildcards.model == "start":
-        return [START_MODEL] if is_local_model(START_MODEL) else []
+        return start_model_input()
     return [final_model(wildcards.model)]
 
 

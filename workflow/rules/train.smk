@@ -60,6 +60,7 @@ rule finetune:
     input:
         data=training_data(),
         validation=f"{RESULTS}/validation/report.json",
+        start=start_model_input,
     output:
         directory(final_model("finetune")),
     params:
