@@ -48,6 +48,8 @@ td.first-of-group, th.first-of-group { border-left: 2px solid var(--line); }
 tbody tr:hover { background: #fafbfd; }
 tfoot td { font-weight: 600; background: var(--panel); border-top: 2px solid var(--line); }
 td.flag-bad { color: #b02a2a; font-weight: 700; }
+table.finetune th, table.finetune td { padding: 5px 8px; }
+table.finetune th, table.finetune td:first-child { white-space: normal; }  /* 9 columns fit the page */
 ul.messages { font-size: 14px; margin: 6px 0 12px; padding-left: 22px; }
 ul.messages li { margin: 3px 0; overflow-wrap: anywhere; }
 td.best { background: var(--best); color: var(--best-ink); font-weight: 700; }
