@@ -24,7 +24,7 @@ from tsm.data.validate import summarise, validate
 from tsm.eval.benchmark import evaluate, load_benchmark, load_windows, pipeline_forecaster, relative_scores
 from tsm.report import build_report
 from tsm.report.forecasts import forecast_datasets, load_pipeline, pick_windows
-from tsm.report.plots import benchmark_curves, format_seconds
+from tsm.report.plots import benchmark_curves, format_seconds, validation_curves
 from tsm.report.runfiles import Scalars, StageRun
 from tsm.report.sections import split_report, validation_tables
 from tsm.train.loop import train
@@ -503,3 +503,19 @@ def test_finetune_summary_sentences(tmp_path):
     text, beat = summary_sentence({"start_score": None, "best_step": None, "exported": "start",
                                    "metric": "relative_wql", "beat_start": False})
     assert beat is False and "did not beat the start" in text and "start not scored" in text
+
+
+def test_finetune_report_plots_validation_from_the_start_on(finetune_run):
+    training = section(finetune_run["page"], "training")
+    assert "validation during training" in [img.attrs.get("alt") for img in training.find_all("img")]
+    stage = StageRun("finetune", finetune_run["dir"] / "finetune")
+    from tsm.report.runfiles import read_scalars
+
+    stage.scalars = read_scalars(stage.folder / "tensorboard")
+    figure = validation_curves([stage])
+    assert [ax.get_title() for ax in figure.axes] == ["validation loss during training",
+                                                      "validation wql during training"]
+    [line] = [line for line in figure.axes[1].get_lines() if line.get_label() == "finetune"]
+    chosen = json.loads((finetune_run["dir"] / "finetune" / SELECTION_FILE).read_text())
+    assert list(line.get_xdata()) == [e["step"] for e in chosen["history"]] == [0, 4, 8]  # the start is step 0
+    assert list(line.get_ydata()) == pytest.approx([e["score"] for e in chosen["history"]], rel=1e-6)

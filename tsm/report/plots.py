@@ -131,7 +131,16 @@ def _mark_stage_starts(ax: Axes, stages: Sequence[StageRun], offsets: dict[str, 
 
 def benchmark_curves(stages: Sequence[StageRun]) -> Figure | None:
     """Relative scores logged during training (`benchmark/relative_*` tags), if any stage has them."""
-    tags = sorted({t for s in stages for t in s.scalars if t.startswith("benchmark/relative")})
+    return _evaluation_curves(stages, "benchmark/relative", "model / seasonal naive", baseline=True)
+
+
+def validation_curves(stages: Sequence[StageRun]) -> Figure | None:
+    """Validation loss and WQL logged during training (`validation/*` tags; step 0 scores the start)."""
+    return _evaluation_curves(stages, "validation/", "validation score (lower is better)", baseline=False)
+
+
+def _evaluation_curves(stages: Sequence[StageRun], prefix: str, ylabel: str, baseline: bool) -> Figure | None:
+    tags = sorted({t for s in stages for t in s.scalars if t.startswith(prefix)})
     if not tags:
         return None
     offsets = stage_offsets(stages)
@@ -142,10 +151,12 @@ def benchmark_curves(stages: Sequence[StageRun]) -> Figure | None:
             if tag in stage.scalars:
                 _plot_scalars(ax, stage.scalars[tag], offsets[stage.name], color_for(stage.name, index),
                               stage.name)
-        ax.axhline(1.0, color=BASELINE_COLOR, linestyle="--", linewidth=1, label="seasonal naive = 1")
-        ax.set_title(tag.removeprefix("benchmark/").replace("_", " ") + " during training")
+        if baseline:
+            ax.axhline(1.0, color=BASELINE_COLOR, linestyle="--", linewidth=1, label="seasonal naive = 1")
+        name = tag.split("/", 1)[1].replace("_", " ")  # relative wql; validation: wql, loss
+        ax.set_title(f"{name if baseline else 'validation ' + name} during training")
         ax.set_xlabel("optimizer step (stages back to back)")
-        ax.set_ylabel("model / seasonal naive")
+        ax.set_ylabel(ylabel)
         _mark_stage_starts(ax, stages, offsets)
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncol=len(stages) + 1)
     return figure

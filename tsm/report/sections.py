@@ -150,6 +150,11 @@ def training_section(stages: Sequence[StageRun]) -> h.Section:
     if benchmark is not None:
         body.append(h.figure(plots.to_data_uri(benchmark), "benchmark during training",
                              "Aggregate relative scores measured during training (below 1 beats seasonal naive)."))
+    validation = plots.validation_curves(stages)
+    if validation is not None:
+        body.append(h.figure(plots.to_data_uri(validation), "validation during training",
+                             "Validation loss and WQL on the held-out windows; the point at a stage's first step "
+                             "is its starting model, scored before training."))
     return h.Section("training", "Training curves", "\n".join(body))
 
 
