@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def test_validation_scores_the_start_then_every_eval_steps_and_exports_the_best(
     log = (out / "training.log").read_text()
     assert "Validation at step 0: loss=" in log and "Validation at step 8: loss=" in log
     assert "held out of training" in log
+    # the closing health report carries the latest validation and the start's WQL
+    assert re.search(r"VALIDATION +at step 8: +loss [0-9.]+ +wql [0-9.]+ +\(start: wql [0-9.]+\)", log)
 
 
 def test_when_nothing_beats_the_start_the_start_is_exported_and_early_stopping_ends_the_run(tmp_path, data, start):

@@ -356,6 +356,8 @@ class HealthFigures:
     benchmark_enabled: bool
     alert_counts: dict[str, int]
     last_alert: str | None
+    validation: tuple[int, dict[str, float]] | None = None  # the latest validation scores
+    validation_start: dict[str, float] | None = None  # the starting model's (step 0), when it was scored
 
     @property
     def clip_rate(self) -> float:
@@ -435,6 +437,10 @@ def _benchmark_and_alerts(f: HealthFigures) -> list[str]:
         per_dataset = len(scores) - len(overall)
         more = [f"(+{per_dataset} per-dataset scores in TensorBoard)"] if per_dataset else []
         lines = flow("BENCHMARK", [f"at step {step:,}:", *overall, *more])
+    if f.validation is not None:
+        step, scores = f.validation
+        start = [f"(start: {k} {v:.4g})" for k, v in (f.validation_start or {}).items() if k == "wql"]
+        lines += flow("VALIDATION", [f"at step {step:,}:", *(f"{k} {v:.4g}" for k, v in scores.items()), *start])
     lines += flow("ALERTS", [f"{kind} x{n}" for kind, n in sorted(f.alert_counts.items())] or ["none"])
     if f.last_alert:
         lines += flow("", ["last:", *f.last_alert.split()], sep=" ")  # a sentence: wrap at words

@@ -181,6 +181,8 @@ class TrainingMonitor:
         self.samples_read = 0.0
         self.nonfinite_losses = self.nonfinite_norms = 0
         self.benchmark: tuple[int, dict[str, float]] | None = None
+        self.validation: tuple[int, dict[str, float]] | None = None
+        self.validation_start: dict[str, float] | None = None
         self.benchmark_enabled = getattr(cfg, "benchmark_config", None) is not None
         self._last_memory: list[float] = [0.0]
         self._last_util: list[float] = []
@@ -211,7 +213,10 @@ class TrainingMonitor:
         self._on_evaluation("benchmark", "Benchmark", step, scores)
 
     def on_validation(self, step: int, scores: dict[str, float]) -> None:
-        """Validation loss and WQL: logged and in TensorBoard (`validation/`)."""
+        """Validation loss and WQL: logged, in TensorBoard (`validation/`) and in the next health report."""
+        self.validation = (step, dict(scores))
+        if step == 0:
+            self.validation_start = dict(scores)
         self._on_evaluation("validation", "Validation", step, scores)
 
     def _on_evaluation(self, tag: str, title: str, step: int, scores: dict[str, float]) -> None:
@@ -358,7 +363,8 @@ class TrainingMonitor:
             eta_s=eta_seconds(self.max_steps - step, self._recent_rate(iv.steps / elapsed)),
             samples_read=self.samples_read, short_series_skipped=sum(s.too_short for s in self.data_stats),
             total_series=sum(s.total for s in self.data_stats), benchmark=self.benchmark,
-            benchmark_enabled=self.benchmark_enabled,
+            benchmark_enabled=self.benchmark_enabled, validation=self.validation,
+            validation_start=self.validation_start,
             alert_counts=dict(self.alerts.counts),
             last_alert=str(self.alerts.recent[-1]) if self.alerts.recent else None,
         )
