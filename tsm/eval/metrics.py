@@ -76,11 +76,19 @@ def wql(y_true: np.ndarray, quantile_preds: np.ndarray, quantile_levels: Sequenc
     observed = ~np.isnan(target)
     _check_forecast_finite(preds, observed[:, None, :], "quantile_preds")
 
+    loss_per_level, scale = wql_sums(target, preds, levels)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.mean(loss_per_level / scale))
+
+
+def wql_sums(target: np.ndarray, preds: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, float]:
+    """WQL's sums, unchecked: per level 2 * sum |(y - q_hat) * (1[q_hat >= y] - q)|, and sum |y|, over the
+    observed (non-NaN) targets. Sums of several shards (ranks, batches) add up to the whole set's."""
+    observed = ~np.isnan(target)
     target_b = target[:, None, :]
     loss = 2.0 * np.abs((target_b - preds) * ((preds >= target_b) - levels[None, :, None]))
     loss_per_level = np.where(observed[:, None, :], loss, 0.0).sum(axis=(0, 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.mean(loss_per_level / np.abs(target[observed]).sum()))
+    return loss_per_level, float(np.abs(target[observed]).sum())
 
 
 def mase(y_true: np.ndarray, median: np.ndarray, contexts: Sequence[np.ndarray], seasonality: int) -> float:

@@ -18,6 +18,7 @@ import torch
 from tsm.config import ConfigError, TrainConfig
 from tsm.data.arrow import ArrowCorpus, DataError
 from tsm.data.batches import Window, collate, window_at
+from tsm.eval.metrics import wql_sums
 
 logger = logging.getLogger("tsm")
 
@@ -86,7 +87,7 @@ class ValidationSet:
         quantiles = [float(q) for q in model.chronos_config.quantiles]
         levels = [i for i, q in enumerate(quantiles) if any(abs(q - w) < 1e-9 for w in WQL_LEVELS)]
         levels = levels or list(range(len(quantiles)))  # a model without the usual levels: all of its own
-        level_values = torch.tensor([quantiles[i] for i in levels], dtype=torch.float64)
+        level_values = np.array([quantiles[i] for i in levels], dtype=np.float64)
         # sums: loss x rows, rows, then WQL's numerator per level, then its denominator
         sums = torch.zeros(3 + len(levels), dtype=torch.float64)
         was_training = model.training
@@ -100,13 +101,10 @@ class ValidationSet:
                     out = model(**batch)
                 sums[0] += out.loss.double().cpu() * rows
                 sums[1] += rows
-                preds = out.quantile_preds[:, levels, : self.prediction_length].double().cpu()
-                target = batch["future_target"].double().cpu()[:, None, :]
-                observed = ~torch.isnan(target)
-                y = torch.where(observed, target, 0.0)
-                loss = 2 * torch.abs((y - preds) * ((preds >= y).double() - level_values[None, :, None]))
-                sums[2 : 2 + len(levels)] += torch.where(observed, loss, 0.0).sum(dim=(0, 2))
-                sums[-1] += y.abs().sum()
+                preds = out.quantile_preds[:, levels, : self.prediction_length].double().cpu().numpy()
+                per_level, scale = wql_sums(batch["future_target"].double().cpu().numpy(), preds, level_values)
+                sums[2 : 2 + len(levels)] += torch.from_numpy(per_level)
+                sums[-1] += scale
         finally:
             model.train(was_training)
         if self.spread:
