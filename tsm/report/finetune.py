@@ -31,18 +31,16 @@ METRICS = ("WQL", "MASE")
 
 def read_finetune_summary(run_dir: Path) -> dict[str, Any] | None:
     """The trainer's fine-tuning summary from `<run_dir>/finetune/`, None when there is none."""
-    for name in (SELECTION_FILE,):
-        path = run_dir / TUNED / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            logger.warning("report: %s could not be read: %s", path, error)
-            continue
-        if isinstance(data, dict) and "beat_start" in data:
-            return {**data, "file": name}
-    return None
+    path = run_dir / TUNED / SELECTION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        logger.warning("report: %s could not be read: %s", path, error)
+        return None
+    # The file exists from the first evaluation on; `beat_start` only once the run has finished.
+    return {**data, "file": SELECTION_FILE} if isinstance(data, dict) and "beat_start" in data else None
 
 
 def summary_sentence(summary: dict[str, Any]) -> tuple[str, bool | None]:

@@ -95,7 +95,7 @@ def update_best(output_dir: Path, step: int, score: float, scores: dict[str, flo
     keep the k best (lowest) in best-checkpoints.json and point
     `best-checkpoint` at the best one. Rotation by save_total_limit never deletes these."""
     if not math.isfinite(score):
-        logger.warning("Step %d: benchmark score is %s; not ranked among the best checkpoints", step, score)
+        logger.warning("Step %d: %s is %s; not ranked among the best checkpoints", step, metric, score)
         return
     entries = [e for e in read_best(output_dir) if e["step"] != step]
     entries.append({"step": step, "path": f"checkpoint-{step}", "score": score, "metric": metric,

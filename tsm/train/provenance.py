@@ -66,9 +66,12 @@ def fingerprint(folder: str | Path) -> dict[str, Any]:
     "sampled", "bytes": total Arrow bytes} of a saved `datasets` folder. Cached per process by path, file
     sizes and mtimes: a run hashes each corpus once however many checkpoints it writes."""
     path = Path(folder).resolve()
-    key = _state_key(path)
+    return _fingerprint_of(path, _state_key(path))
+
+
+def _fingerprint_of(path: Path, key: tuple[tuple[str, int, int], ...]) -> dict[str, Any]:
     if not key:
-        raise FileNotFoundError(f"{folder}: no Arrow files (expected a folder written by datasets' save_to_disk)")
+        raise FileNotFoundError(f"{path}: no Arrow files (expected a folder written by datasets' save_to_disk)")
     return dict(_fingerprint_cached(str(path), key, FULL_HASH_MAX_BYTES))
 
 
@@ -115,7 +118,7 @@ def corpus_record(path: str | Path) -> dict[str, Any]:
     record: dict[str, Any] = {"name": resolved.name, "path": str(resolved)}
     key = _state_key(resolved) if resolved.is_dir() else ()
     rows, observations = _count_series(str(resolved), key)
-    record.update(rows=rows, observations=observations, **fingerprint(resolved))
+    record.update(rows=rows, observations=observations, **_fingerprint_of(resolved, key))  # one listing
     return record
 
 

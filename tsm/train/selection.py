@@ -28,14 +28,16 @@ class ModelSelection:
         saved = json.loads(self.path.read_text()) if self.path.is_file() else {}
         # Evaluations after the checkpoint we resume from belong to a future this run will redo.
         self.history: list[dict[str, Any]] = [e for e in saved.get("history", []) if e["step"] <= resume_step]
+        self.summary: dict[str, Any] = {}  # what finish() decided
 
     @property
     def start_score(self) -> float | None:
         return next((e["score"] for e in self.history if e["step"] == 0), None)
 
-    def best(self) -> dict[str, Any] | None:
-        """The best evaluation so far (lowest score; the earliest of equals, so a tie never beats the start)."""
-        finite = [e for e in self.history if math.isfinite(e["score"])]
+    def best(self, after_start: bool = False) -> dict[str, Any] | None:
+        """The best evaluation so far (lowest score; the earliest of equals, so a tie never beats the start);
+        with after_start, the best fine-tuned one."""
+        finite = [e for e in self.history if math.isfinite(e["score"]) and (e["step"] > 0 or not after_start)]
         return min(finite, key=lambda e: (e["score"], e["step"])) if finite else None
 
     def record(self, step: int, score: float, write: bool) -> None:
@@ -54,8 +56,7 @@ class ModelSelection:
         """Record what final-checkpoint holds; returns the sentence for the log and the report."""
         start = self.start_score
         best = self.best()
-        tuned = [e for e in self.history if e["step"] > 0 and math.isfinite(e["score"])]
-        best_tuned = min(tuned, key=lambda e: (e["score"], e["step"])) if tuned else None
+        best_tuned = self.best(after_start=True)
         beat_start = start is not None and best is not None and best["step"] > 0
         if exported_step is None:
             verdict = "final-checkpoint holds the last step's weights (export: last)"
@@ -84,8 +85,7 @@ class ModelSelection:
         return verdict
 
     def _write(self) -> None:
-        data = {"metric": self.metric, "lower_is_better": True, "history": self.history,
-                **getattr(self, "summary", {})}
+        data = {"metric": self.metric, "lower_is_better": True, "history": self.history, **self.summary}
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self.path)
