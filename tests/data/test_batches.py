@@ -111,3 +111,23 @@ def test_batch_feeds_chronos2_forward(tmp_path):
     model = build_model(ModelArchConfig(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4), 64)
     out = model(**b.batch(0))
     assert out.quantile_preds.shape == (8, 21, 48) and torch.isfinite(out.loss)
+
+
+def test_hold_out_keeps_the_last_window_of_every_series_out_of_training(tmp_path):
+    # Series i holds 1000 * i + its time index, so a batch row shows which series and steps it read.
+    lengths = [60, 75, 90]
+    path = write_corpus(tmp_path / "c", [1000 * i + np.arange(n, dtype=np.float32) for i, n in enumerate(lengths)])
+
+    def last_step_read(hold_out: int) -> list[int]:
+        batches = make_batches([path], prediction_length=8, min_past=8, batch_size=12, hold_out=hold_out)
+        last = [-1] * len(lengths)
+        for k in range(60):
+            batch = batches.batch(k)
+            for row in torch.cat([batch["context"], batch["future_target"]], dim=1):
+                values = row[~row.isnan()]
+                series = int(values.min()) // 1000
+                last[series] = max(last[series], int(values.max()) - 1000 * series)
+        return last
+
+    assert last_step_read(hold_out=8) == [n - 8 - 1 for n in lengths]  # every step but the last 8, all series
+    assert last_step_read(hold_out=0) == [n - 1 for n in lengths]  # without hold-out: to the end
