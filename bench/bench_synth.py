@@ -27,7 +27,7 @@ def _clear_caches() -> None:
 
 
 def _cholesky_series(index: int, length: int, seed: int) -> np.ndarray:
-    # Same per-series generator and draws as synth._one_series, only the GP sampler differs.
+    # Same per-series generator and draws as synth.corpus._one_series, only the GP sampler differs.
     rng = np.random.default_rng([seed, 1, index])
     rng.integers(length, length + 1)
     return synth.sample_expression_cholesky(synth.draw_kernel_expression(rng), length, rng)

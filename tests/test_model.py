@@ -18,7 +18,7 @@ def test_build_model_sizes_match_design():
 
 
 def test_context_transition_trains_and_saves_at_new_length(tmp_path):
-    model = build_model(ARCH, 128)
+    model = build_model(ARCH.model_copy(update={"time_encoding_scale": 512}), 128)
     set_forecast_lengths(model, 512, 100)
     # forward() reads the dataclass copy: a 512-step context must give 512/16 patches, not 128/16.
     context = torch.randn(3, 512)
@@ -31,7 +31,21 @@ def test_context_transition_trains_and_saves_at_new_length(tmp_path):
     assert reloaded.config.chronos_config["context_length"] == 512
     assert reloaded.chronos_config.max_output_patches == 7
     # The time encoding scale is kept: known positions keep their encoding after the extension.
-    assert reloaded.chronos_config.time_encoding_scale == 128
+    assert reloaded.chronos_config.time_encoding_scale == 512
+
+
+def test_extending_past_the_time_encoding_scale_is_refused():
+    model = build_model(ARCH, 128)  # scale defaults to the context: 128
+    with pytest.raises(ConfigError, match="context_length 512 exceeds the model's time_encoding_scale 128"):
+        set_forecast_lengths(model, 512, 100)
+    assert model.chronos_config.context_length == 128  # nothing changed
+
+
+def test_a_config_whose_context_exceeds_its_time_encoding_scale_is_refused(tmp_path):
+    from tsm.config import load_config
+
+    with pytest.raises(ConfigError, match="context_length 2048 exceeds model.time_encoding_scale 1024"):
+        load_config(None, settings={"context_length": 2048, "model.time_encoding_scale": 1024})
 
 
 def test_saved_model_loads_in_chronos_pipelines(tmp_path):

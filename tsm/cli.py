@@ -8,52 +8,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tsm.config import TsmError
-
-# CLI flag -> config key. Flags override the YAML file; unset flags leave it alone.
-TRAIN_OVERRIDES: dict[str, tuple[type, str]] = {
-    "model_id": (str, "hub id or local checkpoint folder to start from"),
-    "context_length": (int, "context length to train at (updates the model's config)"),
-    "prediction_length": (int, "prediction length to train at"),
-    "max_steps": (int, "number of optimizer steps"),
-    "learning_rate": (float, "peak learning rate"),
-    "per_device_train_batch_size": (int, "series per device per micro-batch"),
-    "gradient_accumulation_steps": (int, "micro-batches per optimizer step"),
-    "output_dir": (str, "where checkpoints, logs and TensorBoard files go"),
-    "resume_from_checkpoint": (str, "a checkpoint-<step> folder to continue from"),
-    "max_train_series": (int, "use at most this many series per corpus (deterministic subset)"),
-    "seed": (int, "random seed"),
-}
+from tsm.config import TsmError, add_train_arguments, config_from_args
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train or fine-tune a Chronos-2 model",
                        description="Train a Chronos-2 model from a YAML config; flags override the file.")
-    p.add_argument("--config", help="training config YAML (config/training/*.yaml)")
-    for key, (kind, help_text) in TRAIN_OVERRIDES.items():
-        p.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, help=help_text)
-    p.add_argument("--random-init", dest="random_init", action=argparse.BooleanOptionalAction, default=None,
-                   help="start from random weights (--no-random-init: load --model-id)")
-    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set model.d_model=128 (YAML value syntax)")
+    add_train_arguments(p)
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from tsm.config import ConfigError, load_config
-
-    overrides = {key: getattr(args, key) for key in [*TRAIN_OVERRIDES, "random_init"]}
-    for item in args.extra:
-        if "=" not in item:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set log_steps=5")
-        key, value = item.split("=", 1)
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item}: the value is not valid YAML ({exc.problem})") from None
-    cfg = load_config(args.config, overrides)
+    cfg = config_from_args(args)
     from tsm.launch import map_mpi_environment
     from tsm.train.loop import train
 

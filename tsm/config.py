@@ -6,7 +6,9 @@ file, the key and what is allowed.
 
 from __future__ import annotations
 
+import argparse
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -192,6 +194,12 @@ class TrainConfig(_Strict):
         if self.export == "best" and not evaluates:
             raise ValueError("export: best needs an evaluation to rank checkpoints: set eval_steps or "
                              "benchmark_config")
+        scale = self.model.time_encoding_scale
+        if self.random_init and scale is not None and self.context_length > scale:
+            raise ValueError(
+                f"context_length {self.context_length} exceeds model.time_encoding_scale {scale}: positions past "
+                "the scale get time encodings the model never saw. Set model.time_encoding_scale to the longest "
+                "context the model will train at (the stage-2 context), or lower context_length")
         if self.probability is not None:
             if len(self.probability) != len(self.training_data_paths):
                 raise ValueError(
@@ -246,8 +254,24 @@ def _describe(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Load a YAML training config and apply overrides (dotted keys allowed: `model.d_model`)."""
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as a dict, each value in YAML syntax (`--set probability=null` sets None)."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set log_steps=5")
+        key, value = item.split("=", 1)
+        try:
+            settings[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({exc.problem})") from None
+    return settings
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                settings: dict[str, Any] | None = None) -> TrainConfig:
+    """Load a YAML training config and apply overrides (dotted keys allowed: `model.d_model`): `overrides`
+    from command-line flags (None: the flag was not given), then `settings` from `--set` (None sets null)."""
     data: dict[str, Any] = {}
     source = "(defaults)"
     if path is not None:
@@ -266,17 +290,57 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 f"training config {path} must be a mapping of keys to values, got {type(loaded).__name__}"
             )
         data = loaded
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    for key, value in {**given, **(settings or {})}.items():
         target = data
         *parents, leaf = key.split(".")
         for parent in parents:
             target = target.setdefault(parent, {})
         target[leaf] = value
-    if overrides:
+    if given or settings:
         source += " with command-line overrides"
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+
+
+# CLI flag -> config key, for `tsm train` (and `tsm launch`, which resolves the same config to find the run's
+# folder). Flags override the YAML file; unset flags leave it alone.
+TRAIN_FLAGS: dict[str, tuple[type, str]] = {
+    "model_id": (str, "hub id or local checkpoint folder to start from"),
+    "context_length": (int, "context length to train at (updates the model's config)"),
+    "prediction_length": (int, "prediction length to train at"),
+    "max_steps": (int, "number of optimizer steps"),
+    "learning_rate": (float, "peak learning rate"),
+    "per_device_train_batch_size": (int, "series per device per micro-batch"),
+    "gradient_accumulation_steps": (int, "micro-batches per optimizer step"),
+    "output_dir": (str, "where checkpoints, logs and TensorBoard files go"),
+    "resume_from_checkpoint": (str, "a checkpoint-<step> folder to continue from"),
+    "max_train_series": (int, "use at most this many series per corpus (deterministic subset)"),
+    "seed": (int, "random seed"),
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `tsm train`: --config, a flag per TRAIN_FLAGS key, --random-init, --set KEY=VALUE."""
+    parser.add_argument("--config", help="training config YAML (config/training/*.yaml)")
+    for key, (kind, help_text) in TRAIN_FLAGS.items():
+        parser.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, help=help_text)
+    parser.add_argument("--random-init", dest="random_init", action=argparse.BooleanOptionalAction, default=None,
+                        help="start from random weights (--no-random-init: load --model-id)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set model.d_model=128 (YAML value syntax)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    flags = {key: getattr(args, key) for key in [*TRAIN_FLAGS, "random_init"]}
+    return load_config(args.config, flags, parse_settings(args.extra))
+
+
+def config_from_argv(argv: Sequence[str]) -> TrainConfig:
+    """The config `tsm train ARGV` trains with."""
+    parser = argparse.ArgumentParser(prog="tsm train", add_help=False)
+    add_train_arguments(parser)
+    args, _ = parser.parse_known_args(list(argv))
+    return config_from_args(args)

@@ -10,6 +10,7 @@ import torch
 from chronos.chronos2 import Chronos2CoreConfig, Chronos2Model
 
 from tsm.config import ConfigError, ModelArchConfig, TrainConfig
+from tsm.hub import is_local_model
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ def _mark_loadable(config: Chronos2CoreConfig) -> None:
 
 def load_model(model_id: str) -> Chronos2Model:
     """Load a Chronos-2 model from a local checkpoint folder or a Hugging Face hub id."""
-    path = Path(model_id)
-    looks_local = path.exists() or model_id.startswith((".", "/", "~")) or model_id.count("/") > 1
-    if looks_local:
+    path = Path(model_id).expanduser()
+    local = is_local_model(model_id)
+    if local:
         if not path.is_dir():
             raise ConfigError(
                 f"model_id {model_id}: no such checkpoint folder. Give a folder holding config.json and "
@@ -66,7 +67,8 @@ def load_model(model_id: str) -> Chronos2Model:
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(model_id)
+        source = str(path) if local else model_id
+        config = AutoConfig.from_pretrained(source)
     except OSError as exc:
         raise ConfigError(
             f"model_id {model_id}: could not be loaded ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
@@ -78,7 +80,7 @@ def load_model(model_id: str) -> Chronos2Model:
             f"chronos_config {'present' if hasattr(config, 'chronos_config') else 'missing'}). "
             "tsm trains Chronos-2 models only: use amazon/chronos-2 or a folder written by tsm."
         )
-    model = Chronos2Model.from_pretrained(model_id)
+    model = Chronos2Model.from_pretrained(source)
     _mark_loadable(model.config)
     return model
 
@@ -97,6 +99,12 @@ def set_forecast_lengths(model: Chronos2Model, context_length: int, prediction_l
         logger.info("Training windows of %d steps; the model keeps its context length %d (not shortened, so "
                     "nothing it could read before is cut off)", context_length, old_context)
         context_length = old_context
+    scale = model.chronos_config.time_encoding_scale
+    if context_length > scale:
+        raise ConfigError(
+            f"context_length {context_length} exceeds the model's time_encoding_scale {scale}: positions past the "
+            "scale get time encodings the model never saw. Extend to at most that length, or pretrain stage 1 "
+            f"with model.time_encoding_scale set to the final context (>= {context_length})")
     patches_needed = math.ceil(prediction_length / model.chronos_config.output_patch_size)
     old_patches = model.chronos_config.max_output_patches
     new_patches = max(old_patches, patches_needed)

@@ -8,8 +8,8 @@ import pytest
 
 from tsm.cli import main
 from tsm.data.arrow import ArrowCorpus, DataError
+from tsm.data.checks import check_corpus
 from tsm.data.convert import LongColumns, convert
-from tsm.data.validate import validate_corpus
 
 CSV = """item_id,timestamp,target,price,promo,note
 B,2021-01-02,20,1.5,0,x
@@ -42,7 +42,7 @@ def test_long_csv_is_grouped_sorted_and_every_loss_is_counted(tmp_path):
     assert summary.items_reordered == 2 and summary.ignored_columns == ["note"]
     corpus = ArrowCorpus(tmp_path / "out")  # what the trainer reads
     assert corpus.item(1).past_covariates.shape == (1, 3) and corpus.item(1).future_covariates.shape == (1, 3)
-    assert validate_corpus(tmp_path / "out", None, progress=False)["ok"]
+    assert check_corpus(tmp_path / "out", None, progress=False).ok
 
 
 def test_parquet_with_several_target_columns_gives_a_multivariate_target(tmp_path):

@@ -11,6 +11,7 @@ from tsm.data import synth
 from tsm.data.synth import (
     KERNEL_BANK,
     Kernel,
+    corpus,
     generate,
     generate_multivariate,
     kernel_matrix,
@@ -53,7 +54,7 @@ def test_golden_lengths() -> None:
 
 
 def test_two_workers_give_the_same_series(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(synth, "_CHUNK_SIZE", 16)  # the parent cuts the chunks: 100 series = 7 tasks
+    monkeypatch.setattr(corpus, "_CHUNK_SIZE", 16)  # the parent cuts the chunks: 100 series = 7 tasks
     one = generate("mix", 100, 24, 96, seed=11)
     two = generate("mix", 100, 24, 96, seed=11, num_workers=2)
     assert len(one) == len(two) == 100
@@ -194,7 +195,7 @@ def test_multivariate_groups_shapes_and_dependence() -> None:
 
 
 def test_multivariate_is_deterministic_across_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(synth, "_CHUNK_SIZE", 8)
+    monkeypatch.setattr(corpus, "_CHUNK_SIZE", 8)
     one = generate_multivariate(30, 20, 60, seed=4, covariates=True)
     two = generate_multivariate(30, 20, 60, seed=4, covariates=True, num_workers=2)
     for a, b in zip(one, two, strict=True):

@@ -15,8 +15,8 @@ import pytest
 from tests.conftest import tiny_config
 from tsm.cli import main
 from tsm.eval.regime import IN_DOMAIN, NOT_APPLICABLE, UNKNOWN, ZERO_SHOT, match, model_regimes
+from tsm.provenance import PROVENANCE_FILE, fingerprint
 from tsm.train.loop import train
-from tsm.train.provenance import PROVENANCE_FILE, fingerprint
 
 from .test_benchmark import seasonal_series, write_benchmark, write_series_folder
 

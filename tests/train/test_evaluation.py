@@ -10,8 +10,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.conftest import tiny_config
 from tsm.config import ConfigError
 from tsm.data.competitions import build_competition_dataset
-from tsm.train.evaluation import BEST_FILE, BEST_LINK, update_best
+from tsm.layout import BEST_CHECKPOINT_LINK, MODEL_SELECTION
 from tsm.train.loop import train
+from tsm.train.selection import ModelSelection
 
 
 @pytest.fixture
@@ -33,15 +34,15 @@ def test_evaluation_during_training_keeps_the_best(tmp_path, corpus, tiny_benchm
     train(tiny_config(corpus, out, max_steps=6, save_steps=100, save_total_limit=1, benchmark_config=str(spec),
                       benchmark_datasets_root=str(root), benchmark_eval_steps=2, benchmark_top_k=2,
                       learning_rate=3e-3))
-    best = json.loads((out / BEST_FILE).read_text())
-    entries = best["checkpoints"]
+    best = json.loads((out / MODEL_SELECTION).read_text())
+    entries = best["best_checkpoints"]
     assert best["metric"] == "wql" and len(entries) == 2
     assert entries[0]["score"] <= entries[1]["score"]
     assert {e["step"] for e in entries} <= {2, 4, 6}
     # rotation keeps the newest (save_total_limit=1) and the top-2, nothing else
     kept = {p.name for p in out.glob("checkpoint-*")}
     assert kept == {"checkpoint-6"} | {e["path"] for e in entries}
-    assert (out / BEST_LINK).resolve() == (out / entries[0]["path"]).resolve()
+    assert (out / BEST_CHECKPOINT_LINK).resolve() == (out / entries[0]["path"]).resolve()
     events = EventAccumulator(str(out / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])
     for tag in ("benchmark/avg_wql", "benchmark/avg_mase", "benchmark/relative_wql", "benchmark/relative_mase",
@@ -65,12 +66,16 @@ def test_missing_benchmark_dataset_fails_before_training(tmp_path, corpus, tiny_
 def test_composite_ranking_and_link(tmp_path):
     (tmp_path / "checkpoint-1").mkdir()
     (tmp_path / "checkpoint-2").mkdir()
+    selection = ModelSelection(tmp_path, "composite", patience=None, resume_step=0, top_k=1)
     scores = {1: {"relative_wql": 0.9, "relative_mase": 1.3}, 2: {"relative_wql": 1.0, "relative_mase": 1.0}}
     for step, s in scores.items():
-        composite = 0.5 * s["relative_wql"] + 0.5 * s["relative_mase"]
-        update_best(tmp_path, step, composite, s, "composite", k=1)
-    entries = json.loads((tmp_path / BEST_FILE).read_text())["checkpoints"]
+        selection.record(step, {**s, "composite": 0.5 * s["relative_wql"] + 0.5 * s["relative_mase"]}, write=True)
+    entries = json.loads((tmp_path / MODEL_SELECTION).read_text())["best_checkpoints"]
     assert [e["step"] for e in entries] == [2]  # 1.0 beats 1.1
-    assert (tmp_path / BEST_LINK).resolve() == (tmp_path / "checkpoint-2").resolve()
-    update_best(tmp_path, 3, float("nan"), scores[1], "composite", k=1)  # a NaN score is never "best"
-    assert json.loads((tmp_path / BEST_FILE).read_text())["checkpoints"][0]["step"] == 2
+    assert (tmp_path / BEST_CHECKPOINT_LINK).resolve() == (tmp_path / "checkpoint-2").resolve()
+    selection.record(3, {**scores[1], "composite": float("nan")}, write=True)  # a NaN score is never "best"
+    assert json.loads((tmp_path / MODEL_SELECTION).read_text())["best_checkpoints"][0]["step"] == 2
+    # Rotation keeps the newest and the top-K, and nothing else.
+    (tmp_path / "checkpoint-3").mkdir()
+    selection.rotate(keep=1)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]

@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 
 from tests.conftest import random_walks, save_yaml, tiny_config, write_corpus
 from tsm.config import ConfigError
+from tsm.layout import MODEL_SELECTION as SELECTION_FILE
 from tsm.model import load_model
+from tsm.provenance import read_provenance
 from tsm.train.checkpoint import load_model_weights
 from tsm.train.loop import train
 from tsm.train.lora import ADAPTER_FOLDER, apply_lora
-from tsm.train.provenance import read_provenance
-from tsm.train.selection import SELECTION_FILE
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import tiny_config
 from tsm.config import ConfigError
-from tsm.train.checkpoint import TRAINER_STATE
+from tsm.layout import TRAINER_STATE
+from tsm.records import TrainingSummary
 from tsm.train.loop import train
 
 
@@ -102,3 +103,18 @@ def test_resume_rejects_weights_only_folder(tmp_path, corpus):
     final = train(tiny_config(corpus, tmp_path / "a", max_steps=2, save_steps=10))
     with pytest.raises(ConfigError, match="final-checkpoint holds weights only"):
         train(tiny_config(corpus, tmp_path / "b", resume_from_checkpoint=str(final)))
+
+
+def test_summary_records_each_leg_of_a_resumed_run(tmp_path, corpus):
+    out = tmp_path / "run"
+    train(tiny_config(corpus, out, max_steps=4, save_steps=2))
+    first = TrainingSummary.read(out)
+    assert [(leg.first_step, leg.last_step, leg.status) for leg in first.legs] == [(0, 4, "finished")]
+    # The same run, longer: it resumes from checkpoint-4 and adds a leg.
+    train(tiny_config(corpus, out, max_steps=6, save_steps=2))
+    summary = TrainingSummary.read(out)
+    assert [(leg.first_step, leg.last_step, leg.status) for leg in summary.legs] == [(0, 4, "finished"),
+                                                                                   (4, 6, "finished")]
+    assert summary.steps == 6 and summary.max_steps == 6 and summary.bad_steps == 0
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert summary.last_loss == pytest.approx(events.Scalars("train/loss")[-1].value)

@@ -43,7 +43,7 @@ from tsm.train.health import (
     sparkline,
     trend_per_1k_steps,
 )
-from tsm.train.monitor import TrainingMonitor, setup_logging
+from tsm.train.monitor import TrainingMonitor, training_logging
 
 # The per-step line as the acceptance check greps it.
 LINE = re.compile(r"Step [0-9,]+/[0-9,]+ \| loss=[0-9.]+ \| ema=[0-9.]+ \| best=[0-9.]+ \| lr=[0-9.e+-]+ \| "
@@ -243,39 +243,39 @@ STATS = [CorpusStats("corpus-a", total=1000, too_short=37, used=963, weight=1.0)
 
 
 def test_monitor_alerts_report_and_benchmark(tmp_path, caplog):
-    setup_logging(tmp_path, True)
-    logging.getLogger("tsm").addHandler(caplog.handler)
-    from accelerate import Accelerator
+    with training_logging(tmp_path, True):
+        logging.getLogger("tsm").addHandler(caplog.handler)
+        from accelerate import Accelerator
 
-    monitor = TrainingMonitor(Accelerator(cpu=True), tmp_path, stub_config(tmp_path, alert_cooldown_steps=5), STATS)
-    for step in range(1, 41):
-        loss = math.nan if step == 33 else 5.0 - step / 40
-        norm = 50.0 if step == 30 else 0.5 + 0.01 * (step % 3)
-        monitor.on_step(step, torch.tensor(loss), torch.tensor(norm), 1e-3, samples=8, data_wait_s=0.0)
-        if step == 25:
-            monitor.on_benchmark(25, {"wql": 0.891, "mase": 1.19})
-    monitor.on_benchmark(40, {"wql": 0.85})  # evaluated at the last step: still in the closing report
-    monitor.close()
-    log = (tmp_path / "training.log").read_text()
-    assert LINE.search(log)
-    assert "ALERT [grad_explosion] step 30: grad norm 50" in log
-    assert "ALERT [loss_nan] step 33: loss is nan" in log
-    assert "Benchmark at step 25: wql=0.891  mase=1.19" in log
-    assert log.count("Health report at step") == 2
-    report = log[log.rindex("Health report at step 40"):]
-    assert "at step 40:  wql 0.85" in report and "short series skipped 37 of 1,000" in report
-    assert "non-finite: loss 1, grad 0" in report and "grad_explosion x1" in report
-    assert "samples read 320" in report
-    assert any(c in report for c in "▁▂▃▄▅▆▇█")
-    assert all(len(line) <= 100 for line in report.splitlines()[1:])
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        monitor = TrainingMonitor(Accelerator(cpu=True), tmp_path, stub_config(tmp_path, alert_cooldown_steps=5), STATS)
+        for step in range(1, 41):
+            loss = math.nan if step == 33 else 5.0 - step / 40
+            norm = 50.0 if step == 30 else 0.5 + 0.01 * (step % 3)
+            monitor.on_step(step, torch.tensor(loss), torch.tensor(norm), 1e-3, samples=8, data_wait_s=0.0)
+            if step == 25:
+                monitor.on_benchmark(25, {"wql": 0.891, "mase": 1.19})
+        monitor.on_benchmark(40, {"wql": 0.85})  # evaluated at the last step: still in the closing report
+        monitor.close()
+        log = (tmp_path / "training.log").read_text()
+        assert LINE.search(log)
+        assert "ALERT [grad_explosion] step 30: grad norm 50" in log
+        assert "ALERT [loss_nan] step 33: loss is nan" in log
+        assert "Benchmark at step 25: wql=0.891  mase=1.19" in log
+        assert log.count("Health report at step") == 2
+        report = log[log.rindex("Health report at step 40"):]
+        assert "at step 40:  wql 0.85" in report and "short series skipped 37 of 1,000" in report
+        assert "non-finite: loss 1, grad 0" in report and "grad_explosion x1" in report
+        assert "samples read 320" in report
+        assert any(c in report for c in "▁▂▃▄▅▆▇█")
+        assert all(len(line) <= 100 for line in report.splitlines()[1:])
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
-    tags = set(events.Tags()["scalars"])
-    assert {"benchmark/wql", "benchmark/mase", "grad/explosions_total", "data/short_series_skipped"} <= tags
-    assert [e.value for e in events.Scalars("grad/explosions_total")] == [0, 1]
-    wql = [(e.step, e.value) for e in events.Scalars("benchmark/wql")]
-    assert wql == [(25, pytest.approx(0.891)), (40, pytest.approx(0.85))]
+        events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+        tags = set(events.Tags()["scalars"])
+        assert {"benchmark/wql", "benchmark/mase", "grad/explosions_total", "data/short_series_skipped"} <= tags
+        assert [e.value for e in events.Scalars("grad/explosions_total")] == [0, 1]
+        wql = [(e.step, e.value) for e in events.Scalars("benchmark/wql")]
+        assert wql == [(25, pytest.approx(0.891)), (40, pytest.approx(0.85))]
 
 
 # --- two real ranks (gloo): one reduction gives rank 0 the mean loss, global samples, worst rank -----
@@ -289,15 +289,15 @@ def _rank_main(rank: int, port: int, tmp: str) -> None:
         return t
 
     out = Path(tmp)
-    setup_logging(out, rank == 0)
-    cfg = stub_config(out).model_copy(update={"max_steps": 4, "log_steps": 4})
-    monitor = TrainingMonitor(stub_accelerator(rank, 2, all_reduce_sum), out, cfg, STATS)
-    monitor.memory.used_gb = lambda: 1.0 + 2.0 * rank  # rank 1 is the fuller one
-    for step in range(1, 5):
-        monitor.on_step(step, torch.tensor(1.0 + 2.0 * rank), torch.tensor(0.5), 1e-3, samples=8,
-                        data_wait_s=0.0)
-    monitor.close()
-    dist.destroy_process_group()
+    with training_logging(out, rank == 0):
+        cfg = stub_config(out).model_copy(update={"max_steps": 4, "log_steps": 4})
+        monitor = TrainingMonitor(stub_accelerator(rank, 2, all_reduce_sum), out, cfg, STATS)
+        monitor.memory.used_gb = lambda: 1.0 + 2.0 * rank  # rank 1 is the fuller one
+        for step in range(1, 5):
+            monitor.on_step(step, torch.tensor(1.0 + 2.0 * rank), torch.tensor(0.5), 1e-3, samples=8,
+                            data_wait_s=0.0)
+        monitor.close()
+        dist.destroy_process_group()
 
 
 def test_two_ranks_reduce_once_per_window(tmp_path):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from tests.conftest import random_walks, save_yaml, tiny_config, write_corpus
 from tsm.config import ConfigError, TsmError
 from tsm.train.loop import train
-from tsm.train.reliability import PREEMPTED_EXIT_CODE, BadStepGuard, is_valid_checkpoint, recover_interrupted_writes
+from tsm.train.reliability import PREEMPTED_EXIT_CODE, BadStepGuard, is_valid_checkpoint
 
 CPU_RANKS = {**os.environ, "ACCELERATE_USE_CPU": "true"}
 
@@ -187,13 +187,6 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, corpus):
     with pytest.raises(ConfigError, match="architecture differs.*num_layers"):
         train(tiny_config(corpus, tmp_path / "b", **{"model.num_layers": 3},
                           resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2")))
-
-
-def test_interrupted_replacement_is_recovered(tmp_path):
-    (tmp_path / ".old-checkpoint-8").mkdir()  # killed between the two renames of a replacement
-    (tmp_path / ".tmp-checkpoint-12").mkdir()  # killed mid-write
-    recover_interrupted_writes(tmp_path)
-    assert (tmp_path / "checkpoint-8").is_dir() and not list(tmp_path.glob(".*"))
 
 
 def test_too_little_disk_is_a_clear_error(tmp_path, corpus):

@@ -2,16 +2,17 @@
 
 import json
 
-from tsm.train.selection import SELECTION_FILE, ModelSelection
+from tsm.layout import MODEL_SELECTION as SELECTION_FILE
+from tsm.train.selection import ModelSelection
 
 
 def test_a_tie_never_beats_the_start_and_patience_counts_evaluations_since_the_best(tmp_path):
     selection = ModelSelection(tmp_path, "validation_wql", patience=2, resume_step=0)
-    selection.record(0, 0.5, write=True)
-    selection.record(10, 0.5, write=True)
+    selection.record(0, {selection.metric: 0.5}, write=True)
+    selection.record(10, {selection.metric: 0.5}, write=True)
     assert selection.best()["step"] == 0 and selection.evaluations_since_best() == 1
     assert not selection.should_stop_early()
-    selection.record(20, 0.6, write=True)
+    selection.record(20, {selection.metric: 0.6}, write=True)
     assert selection.should_stop_early()
     verdict = selection.finish(0, write=True)
     assert verdict.startswith("Nothing beat the start (validation_wql 0.5; best fine-tuned 0.5 at step 10)")
@@ -22,7 +23,7 @@ def test_a_tie_never_beats_the_start_and_patience_counts_evaluations_since_the_b
 def test_improvement_resets_patience_and_is_exported(tmp_path):
     selection = ModelSelection(tmp_path, "validation_loss", patience=1, resume_step=0)
     for step, score in [(0, 3.0), (5, 2.5), (10, 2.0)]:
-        selection.record(step, score, write=False)
+        selection.record(step, {selection.metric: score}, write=False)
     assert not selection.should_stop_early() and selection.best()["step"] == 10
     assert "3 -> 2 at step 10" in selection.finish(10, write=False)
     assert selection.summary["exported"] == "checkpoint-10" and selection.summary["beat_start"]
@@ -31,7 +32,7 @@ def test_improvement_resets_patience_and_is_exported(tmp_path):
 def test_resume_forgets_evaluations_after_its_checkpoint(tmp_path):
     first = ModelSelection(tmp_path, "validation_wql", patience=None, resume_step=0)
     for step, score in [(0, 1.0), (4, 0.9), (8, 0.8)]:
-        first.record(step, score, write=True)
+        first.record(step, {first.metric: score}, write=True)
     resumed = ModelSelection(tmp_path, "validation_wql", patience=None, resume_step=4)
     assert [e["step"] for e in resumed.history] == [0, 4] and resumed.start_score == 1.0
     assert not resumed.should_stop_early()  # no patience: never stops early
@@ -39,6 +40,6 @@ def test_resume_forgets_evaluations_after_its_checkpoint(tmp_path):
 
 def test_non_finite_scores_are_never_best(tmp_path):
     selection = ModelSelection(tmp_path, "validation_wql", patience=None, resume_step=0)
-    selection.record(0, 1.0, write=False)
-    selection.record(2, float("nan"), write=False)
+    selection.record(0, {selection.metric: 1.0}, write=False)
+    selection.record(2, {selection.metric: float("nan")}, write=False)
     assert selection.best()["step"] == 0

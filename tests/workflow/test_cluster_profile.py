@@ -81,7 +81,7 @@ def test_cluster_profile_runs_the_dag_with_two_node_training_jobs(cluster):
         assert (state / f"{info['id']}.rc").read_text().strip() == "0", info
     jobs = {info["options"]["comment"].removeprefix("rule_"): info for info in submitted}
     assert len(jobs) == len(submitted)  # no rule submitted twice
-    assert set(jobs) == {"synth_train", "download_eval", "validate_data", "train_stage1", "train_stage2",
+    assert set(jobs) == {"synth_train", "download_eval", "check_data", "train_stage1", "train_stage2",
                          "evaluate_wildcards_seasonal-naive", "evaluate_wildcards_stage1",
                          "evaluate_wildcards_stage2", "report"}
     for rule, info in jobs.items():

@@ -45,7 +45,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_dry_run_plans_the_whole_dag(workdir):
     out = snakemake(workdir, "-n", "all").stdout
-    for rule in ("synth_train", "download_eval", "validate_data", "train_stage1", "train_stage2", "evaluate",
+    for rule in ("synth_train", "download_eval", "check_data", "train_stage1", "train_stage2", "evaluate",
                  "report", "all"):
         assert f"rule {rule}:" in out or f"{rule} " in out
     assert "finetune" not in out
@@ -85,6 +85,15 @@ def test_finetune_mode_replaces_the_two_stages(workdir):
     assert "tsm evaluate --model pretrained/final " in start and "pretrained/final" in start.split("output:")[0]
 
 
+def test_finetune_from_random_init_plans_no_start_evaluation(workdir):
+    # the workflow reads random_init as the trainer does (tsm's config loader, the rule's --set overrides)
+    (workdir / "ft.yaml").write_text(yaml.safe_dump({"mode": "finetune", "finetune": {
+        "config": "config/training/chronos2-finetune.yaml", "overrides": {"random_init": True}}}))
+    out = snakemake(workdir, "-n", "all", "--configfile", "ft.yaml").stdout
+    assert "rule finetune:" in out and "benchmark/start.csv" not in out
+    assert "--set random_init=True " in planned_job(out, "results/test/finetune/final-checkpoint")
+
+
 def test_pretrain_mode_plans_no_start_evaluation(workdir):
     assert "benchmark/start.csv" not in snakemake(workdir, "-n", "all").stdout
 
@@ -117,7 +126,7 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
     assert json.loads((stage2 / "config.json").read_text())["chronos_config"]["context_length"] == 256
     assert "Context length transition: model was 128, training and saving at 256" in (
         run / "stage2" / "training.log").read_text()
-    for rule in ("synth_train", "download_eval", "validate_data", "train_stage1", "train_stage2", "report"):
+    for rule in ("synth_train", "download_eval", "check_data", "train_stage1", "train_stage2", "report"):
         assert (run / "benchmarks" / f"{rule}.tsv").is_file() and (run / "logs" / f"{rule}.log").is_file()
     import pandas as pd
 

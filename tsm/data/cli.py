@@ -6,6 +6,7 @@ import argparse
 import logging
 
 logger = logging.getLogger("tsm")
+HIDDEN = ("validate",)  # old command names that still work, left out of the help
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -31,9 +32,9 @@ def _build_offline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _check(args: argparse.Namespace) -> int:
     from tsm.data.arrow import DataError
-    from tsm.data.validate import validate
+    from tsm.data.checks import check
 
     paths, min_length = list(args.data or []), args.min_length
     if args.config:
@@ -44,10 +45,10 @@ def _validate(args: argparse.Namespace) -> int:
         if min_length is None:
             min_length = cfg.min_past + cfg.prediction_length  # what the trainer needs of a series
     if not paths:
-        raise DataError("nothing to validate: pass --data DIR [DIR ...] or a --config with training_data_paths")
-    if not validate(paths, min_length, args.output):
+        raise DataError("nothing to check: pass --data DIR [DIR ...] or a --config with training_data_paths")
+    if not check(paths, min_length, args.output, summary=args.summary).ok:
         where = f"; details in {args.output}" if args.output else ""
-        raise DataError(f"validation failed: at least one corpus has fatal problems (listed above){where}")
+        raise DataError(f"data check failed: at least one corpus has fatal problems (listed above){where}")
     return 0
 
 
@@ -79,14 +80,23 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", nargs="+", help="corpus folders (default: the config's training_data_paths)")
+    parser.add_argument("--config", help="training config YAML: min_past + prediction_length is the minimum length")
+    parser.add_argument("--min-length", type=int, help="minimum usable series length (overrides --config)")
+    parser.add_argument("--output", help="where to write the JSON report (report.json)")
+    parser.add_argument("--summary", help="also write the printed summary here (summary.txt)")
+    parser.set_defaults(func=_check)
+
+
 def _add_check_parsers(data_sub: argparse._SubParsersAction) -> None:
-    """validate, convert, download."""
-    v = data_sub.add_parser("validate", help="check corpora (schema, lengths, NaN/inf, covariates) -> JSON report")
-    v.add_argument("--data", nargs="+", help="corpus folders (default: the config's training_data_paths)")
-    v.add_argument("--config", help="training config YAML: min_past + prediction_length is the minimum length")
-    v.add_argument("--min-length", type=int, help="minimum usable series length (overrides --config)")
-    v.add_argument("--output", help="where to write the JSON report")
-    v.set_defaults(func=_validate)
+    """check (and its hidden old name, validate), convert, download."""
+    _add_check_arguments(data_sub.add_parser(
+        "check", help="data checks: schema, lengths, NaN/inf, covariates -> JSON report",
+        description="Check corpora before training: schema, lengths, NaN/inf, constant and too-short series, "
+                    "covariate shapes. Exits non-zero on fatal problems, naming the dataset, row and column."))
+    # `tsm data validate`, the command's old name, keeps working; without a help text it is not listed.
+    _add_check_arguments(data_sub.add_parser("validate", description="The old name of `tsm data check`."))
 
     c = data_sub.add_parser("convert", help="long CSV/Parquet or GluonTS JSON lines -> Arrow corpus")
     c.add_argument("--input", required=True, help="a .csv, .parquet or .jsonl file (optionally .gz)")
@@ -130,3 +140,4 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: all nine)")
     b.set_defaults(func=_build_offline)
     _add_check_parsers(data_sub)
+    data_sub.metavar = "{" + ",".join(name for name in data_sub.choices if name not in HIDDEN) + "}"

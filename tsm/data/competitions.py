@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from tsm.atomic import write_json
 from tsm.data.synth import series_table
 from tsm.data.writer import save_table
 
@@ -126,9 +126,7 @@ def build_competition_dataset(name: str, root: str | Path) -> Path:
         return path
     ids, series = load_competition_series(name)
     save_table(series_table(ids, series, SYNTHETIC_START, _spec(name)["freq"]), path)
-    temporary = path / f".{METADATA_FILE}.tmp-{os.getpid()}"
-    temporary.write_text(json.dumps(_metadata(name, series), indent=2) + "\n")
-    os.replace(temporary, path / METADATA_FILE)
+    write_json(path / METADATA_FILE, _metadata(name, series))
     return path
 
 

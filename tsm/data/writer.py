@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from tsm.atomic import replace_folder, temporary_path
 from tsm.data.arrow import DataError
 
 
@@ -17,26 +17,18 @@ def save_atomically(dataset, path: str | Path, finish: Callable[[Path], None] | 
     """`save_to_disk` into a hidden sibling, let `finish` add files to it (a marker), then rename.
 
     A reader (or a later run) never sees a half-written folder under `path`: it is either the old
-    folder, the new complete one, or absent. A crash leaves only a `.NAME.tmp-PID` sibling behind.
+    folder, the new complete one, or absent (tsm.atomic's naming: a crash leaves `.tmp-NAME.PID` behind).
     """
     path = Path(path)
     if len(dataset) == 0:  # datasets writes zero shards, which load_from_disk then cannot open
         raise DataError(f"refusing to write {path}: there are no series to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = temporary_path(path, unique=True)  # several processes may build the same corpus at once
     shutil.rmtree(temporary, ignore_errors=True)
     dataset.save_to_disk(str(temporary))
     if finish is not None:
         finish(temporary)
-    if path.exists():
-        retired = path.with_name(f".{path.name}.old-{os.getpid()}")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(path, retired)
-        os.replace(temporary, path)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(temporary, path)
-    return path
+    return replace_folder(temporary, path)
 
 
 def save_table(table: pa.Table, path: str | Path) -> Path:

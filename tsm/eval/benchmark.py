@@ -24,6 +24,7 @@ from tsm.eval.metrics import (
     wql,
 )
 from tsm.eval.regime import IN_DOMAIN, model_regimes
+from tsm.hub import is_local_model
 
 logger = logging.getLogger("tsm")
 
@@ -355,7 +356,7 @@ def load_forecaster(model: str, device: str = "cpu") -> Forecaster:
         return seasonal_naive_forecaster
     from chronos import Chronos2Pipeline
 
-    if not Path(model).is_dir() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
+    if is_local_model(model) and not Path(model).expanduser().is_dir():
         raise FileNotFoundError(
             f"model {model} is not a checkpoint folder (one holding config.json and model.safetensors, "
             f"e.g. a run's final-checkpoint/), a hub id such as amazon/chronos-2, or '{SEASONAL_NAIVE}'"

@@ -1,6 +1,6 @@
 """In-domain or zero-shot: was a benchmark dataset part of a model's training data?
 
-A local model folder written by tsm carries `training-provenance.json` (tsm/train/provenance.py): the
+A local model folder written by tsm carries `training-provenance.json` (tsm/provenance.py): the
 corpora of its own run and of every run it started from. A benchmark dataset is `in-domain` for that
 model when a corpus in that history has the dataset's name (the corpus folder's name) or the same content
 fingerprint (the same Arrow bytes wherever they live); otherwise `zero-shot`. Hub models are taken as
@@ -31,7 +31,7 @@ class Regime:
 
 def dataset_fingerprint(datasets_root: str | Path, name: str) -> str | None:
     """The content fingerprint of a benchmark dataset folder (None when it cannot be read)."""
-    from tsm.train.provenance import fingerprint
+    from tsm.provenance import fingerprint
 
     try:
         return fingerprint(Path(datasets_root) / name)["fingerprint"]
@@ -62,7 +62,7 @@ def model_regimes(models: Sequence[str], dataset_names: Sequence[str],
                   datasets_root: str | Path) -> dict[str, dict[str, Regime]]:
     """{model: {dataset: Regime}} for the models of one evaluation; in-domain findings are logged."""
     from tsm.eval.benchmark import SEASONAL_NAIVE
-    from tsm.train.provenance import read_provenance, training_corpora
+    from tsm.provenance import read_provenance, training_corpora
 
     fingerprints: dict[str, str | None] = {}  # benchmark datasets are hashed only if some model needs it
     regimes: dict[str, dict[str, Regime]] = {}

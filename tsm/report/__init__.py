@@ -1,29 +1,25 @@
 """The run report: `tsm report --run-dir results/test --output results/test/report.html` writes one
 self-contained HTML file (inline CSS, images as base64 PNGs) with the run summary and resolved configs,
 training curves, the benchmark table with aggregate relative scores (in-domain scores marked), in finetune
-mode the zero-shot (start) vs. fine-tuned table, forecast fan charts, the data validation summary and the
-rules' run times. Parts missing from the run folder become notes.
+mode the zero-shot (start) vs. fine-tuned table, forecast fan charts, the data checks and the rules' run
+times. Parts missing from the run folder become notes.
 
 Modules: runfiles (reading the run folder), plots (matplotlib figures), forecasts (fan-chart data),
 html (page building blocks), sections (one function per section), regimes (in-domain marks), finetune
-(zero-shot vs. fine-tuned), build (`build_report`), cli.
+(zero-shot vs. fine-tuned), build (`build_report`), cli (`tsm report`; only tsm.cli imports it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["add_report_parser", "build_report"]
+__all__ = ["build_report"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `tsm --help` imports the CLI parser only, not matplotlib, pandas or torch.
+    # Lazy: importing tsm.report (as `tsm --help` does, for its CLI module) loads no matplotlib or pandas.
     if name == "build_report":
         from tsm.report.build import build_report
 
         return build_report
-    if name == "add_report_parser":
-        from tsm.report.cli import add_report_parser
-
-        return add_report_parser
     raise AttributeError(f"module 'tsm.report' has no attribute {name!r}")

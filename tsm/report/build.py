@@ -8,14 +8,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
+from tsm.atomic import write_text
+from tsm.layout import FINAL_CHECKPOINT
 from tsm.report import finetune, plots, sections
 from tsm.report import html as h
 from tsm.report.runfiles import (
     StageRun,
     read_benchmark_results,
+    read_data_checks,
     read_rule_times,
     read_stages,
-    read_validation,
 )
 
 logger = logging.getLogger("tsm")
@@ -47,7 +49,7 @@ def build_report(
     stages = _read(lambda: read_stages(run_dir), [], "training stages", notes)
     results = _read(lambda: read_benchmark_results(run_dir), None, "benchmark results", notes)
     relative = _read(lambda: sections.relative_or_none(results), None, "relative scores", notes)
-    validation = _read(lambda: read_validation(run_dir), None, "data validation", notes)
+    checks = _read(lambda: read_data_checks(run_dir), None, "data checks", notes)
     rule_times = _read(lambda: read_rule_times(run_dir), None, "Snakemake benchmark files", notes)
     verdict = sections.verdict(relative, results)
     tuning = _read(lambda: finetune.read_finetune_summary(run_dir), None, "fine-tuning summary", notes)
@@ -63,7 +65,7 @@ def build_report(
                      lambda: sections.benchmark_section(results, relative, verdict, run_dir)),
             _section("forecasts", "Forecasts",
                      lambda: forecasts_section(stages, benchmark_path, root, series_per_dataset)),
-            _section("validation", "Data validation", lambda: sections.validation_section(validation, run_dir)),
+            _section("data-checks", "Data checks", lambda: sections.data_checks_section(checks, run_dir)),
             _section("runtimes", "Rule run times", lambda: sections.runtimes_section(rule_times, run_dir)),
         ]
 
@@ -74,12 +76,8 @@ def build_report(
         sections=rendered,
         footer=f"Written by <code>tsm report</code> on {written}. Self-contained: styles and images are inline.",
     )
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.tmp")
-    temporary.write_text(document, encoding="utf-8")
-    temporary.replace(output)  # never leave a half-written report where Snakemake expects a finished one
-    return output
+    # Never leave a half-written report where Snakemake expects a finished one.
+    return write_text(output, document)
 
 
 def resolve_benchmark(benchmark: str | Path | None) -> Path:
@@ -127,7 +125,8 @@ def forecasts_section(stages: Sequence[StageRun], benchmark: Path, datasets_root
     title = "Forecasts"
     stage = forecast_stage(stages)
     if stage is None:
-        return h.Section("forecasts", title, h.note("No final checkpoint (stage2/final-checkpoint) to forecast with."))
+        return h.Section("forecasts", title,
+                         h.note(f"No final checkpoint (stage2/{FINAL_CHECKPOINT}) to forecast with."))
     if not benchmark.is_file():
         return h.Section("forecasts", title, h.note(f"Benchmark file {benchmark} not found: no windows to draw "
                                                     "(pass --benchmark)."))

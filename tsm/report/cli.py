@@ -23,7 +23,7 @@ def _report(args: argparse.Namespace) -> int:
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write a run's self-contained HTML report",
                        description="Write one self-contained HTML file for a run folder: summary and configs, "
-                                   "training curves, benchmark scores, forecast fan charts, data validation "
+                                   "training curves, benchmark scores, forecast fan charts, data checks "
                                    "and rule run times. Missing parts are noted, not fatal.")
     p.add_argument("--run-dir", required=True, help="the run folder, e.g. results/test")
     p.add_argument("--output", help="the HTML file to write (default: <run-dir>/report.html)")

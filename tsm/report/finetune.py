@@ -3,7 +3,7 @@ verdict on whether fine-tuning beat the starting model.
 
 In finetune mode the DAG scores the starting model as it was (`benchmark/start.csv`) next to the fine-tuned
 one (`benchmark/finetune.csv`) and seasonal naive. The trainer writes `model-selection.json` in the stage
-folder (tsm/train/selection.py) saying which weights it exported and whether any fine-tuned checkpoint beat
+folder (tsm.layout.MODEL_SELECTION) saying which weights it exported and whether any fine-tuned checkpoint beat
 the start on its selection metric.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tsm.layout import FINAL_CHECKPOINT, MODEL_SELECTION
 from tsm.report import html as h
 from tsm.report.regimes import regime_by_cell, regime_mark
 from tsm.report.runfiles import BASELINE, START
-from tsm.train.selection import SELECTION_FILE
 
 logger = logging.getLogger("tsm")
 
@@ -31,7 +31,7 @@ METRICS = ("WQL", "MASE")
 
 def read_finetune_summary(run_dir: Path) -> dict[str, Any] | None:
     """The trainer's fine-tuning summary from `<run_dir>/finetune/`, None when there is none."""
-    path = run_dir / TUNED / SELECTION_FILE
+    path = run_dir / TUNED / MODEL_SELECTION
     if not path.is_file():
         return None
     try:
@@ -40,7 +40,7 @@ def read_finetune_summary(run_dir: Path) -> dict[str, Any] | None:
         logger.warning("report: %s could not be read: %s", path, error)
         return None
     # The file exists from the first evaluation on; `beat_start` only once the run has finished.
-    return {**data, "file": SELECTION_FILE} if isinstance(data, dict) and "beat_start" in data else None
+    return {**data, "file": MODEL_SELECTION} if isinstance(data, dict) and "beat_start" in data else None
 
 
 def summary_sentence(summary: dict[str, Any]) -> tuple[str, bool | None]:
@@ -48,9 +48,9 @@ def summary_sentence(summary: dict[str, Any]) -> tuple[str, bool | None]:
     metric = summary.get("metric") or "the selection metric"
     start = _score_text(summary.get("start_score"))
     exported = summary.get("exported")
-    holds = ("final-checkpoint holds the starting model, unchanged" if exported == "start"
-             else f"final-checkpoint holds {exported}" if exported
-             else "final-checkpoint holds the last step's weights")
+    holds = (f"{FINAL_CHECKPOINT} holds the starting model, unchanged" if exported == "start"
+             else f"{FINAL_CHECKPOINT} holds {exported}" if exported
+             else f"{FINAL_CHECKPOINT} holds the last step's weights")
     best_step = summary.get("best_step")
     best = f", best fine-tuned {_score_text(summary.get('best_score'))} at step {best_step}" \
         if best_step is not None and summary.get("best_score") is not None else \

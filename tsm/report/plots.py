@@ -21,6 +21,8 @@ from tsm.report.runfiles import BASELINE, Scalars, StageRun
 STAGE_COLORS = {"stage1": "#1f77b4", "stage2": "#d62728", "finetune": "#2ca02c"}
 OTHER_COLORS = ("#9467bd", "#8c564b", "#17becf", "#bcbd22")
 BASELINE_COLOR = "#7f7f7f"
+NONFINITE_COLOR = "#c0392b"
+NONFINITE_LABEL = "not finite (inf or NaN)"
 FORECAST_COLOR = "#1f77b4"
 _RC = {"font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.grid": True, "grid.alpha": 0.3,
        "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 9, "legend.frameon": False}
@@ -112,8 +114,30 @@ def training_curves(stages: Sequence[StageRun]) -> Figure | None:
 
 
 def _plot_scalars(ax: Axes, scalars: Scalars, offset: int, color: str, label: str | None = None, **style) -> None:
+    """Every logged point; a non-finite value is a gap in the line (NaN), never a point at infinity."""
     style = {"linewidth": 1.3, "marker": "o" if len(scalars.steps) < 30 else None, "markersize": 3, **style}
-    ax.plot(scalars.steps + offset, scalars.values, color=color, label=label, **style)
+    values = np.where(np.isfinite(scalars.values), scalars.values, np.nan)
+    ax.plot(scalars.steps + offset, values, color=color, label=label, **style)
+
+
+def nonfinite_points(stages: Sequence[StageRun], prefix: str) -> list[tuple[str, str, int, float]]:
+    """(stage, tag, step, value) of every logged value of the tags under `prefix` that is inf or NaN."""
+    return [(stage.name, tag, int(step), float(value))
+            for stage in stages for tag, scalars in sorted(stage.scalars.items()) if tag.startswith(prefix)
+            for step, value in zip(scalars.steps, scalars.values, strict=True) if not np.isfinite(value)]
+
+
+def _mark_nonfinite(ax: Axes, scalars: Scalars, offset: int) -> None:
+    """A red cross at the top of the panel above each step whose value is not finite, with its value."""
+    bad = ~np.isfinite(scalars.values)
+    if not bad.any():
+        return
+    steps, at_top = scalars.steps[bad] + offset, ax.get_xaxis_transform()  # x in steps, y in axes fraction
+    ax.plot(steps, np.full(len(steps), 0.95), transform=at_top, linestyle="none", marker="X", markersize=9,
+            color=NONFINITE_COLOR, label=NONFINITE_LABEL, clip_on=False)
+    for step, value in zip(steps, scalars.values[bad], strict=True):
+        ax.annotate(str(float(value)), (step, 0.95), xycoords=at_top, xytext=(7, -3), textcoords="offset points",
+                    fontsize=8, color=NONFINITE_COLOR)
 
 
 def _mark_clip_threshold(ax: Axes, stages: Sequence[StageRun]) -> None:
@@ -151,6 +175,7 @@ def _evaluation_curves(stages: Sequence[StageRun], prefix: str, ylabel: str, bas
             if tag in stage.scalars:
                 _plot_scalars(ax, stage.scalars[tag], offsets[stage.name], color_for(stage.name, index),
                               stage.name)
+                _mark_nonfinite(ax, stage.scalars[tag], offsets[stage.name])
         if baseline:
             ax.axhline(1.0, color=BASELINE_COLOR, linestyle="--", linewidth=1, label="seasonal naive = 1")
         name = tag.split("/", 1)[1].replace("_", " ")  # relative wql; validation: wql, loss
@@ -158,7 +183,8 @@ def _evaluation_curves(stages: Sequence[StageRun], prefix: str, ylabel: str, bas
         ax.set_xlabel("optimizer step (stages back to back)")
         ax.set_ylabel(ylabel)
         _mark_stage_starts(ax, stages, offsets)
-    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncol=len(stages) + 1)
+    legend = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    figure.legend(legend.values(), legend.keys(), loc="outside upper center", ncol=len(legend))
     return figure
 
 

@@ -1,20 +1,33 @@
-"""Reading a run folder (`results/{run}/`) for the report: training stages, benchmark CSVs, data
-validation and Snakemake's per-rule benchmark files. Every reader returns None (or an empty result)
-for a part that is missing, so that the report can say so instead of failing."""
+"""Reading a run folder (`results/{run}/`) for the report: training stages, benchmark CSVs, the data
+checks and Snakemake's per-rule benchmark files. Every reader returns None (or an empty result) for a
+part that is missing, so that the report can say so instead of failing. What the trainer and the data
+checks write is read through their typed records (tsm.records, tsm.data.checks), never by parsing logs."""
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
+
+from tsm.data.checks import DataCheckReport
+from tsm.layout import (
+    CHECKPOINT_PREFIX,
+    DATA_CHECK_REPORT,
+    DATA_CHECK_SUMMARY,
+    DATA_CHECKS,
+    FINAL_CHECKPOINT,
+    MODEL_CONFIG,
+    RESOLVED_CONFIG,
+    TENSORBOARD,
+    TRAINING_SUMMARY,
+)
+from tsm.records import TrainingSummary
 
 logger = logging.getLogger("tsm")
 
@@ -26,11 +39,8 @@ START = "start"
 # Models in the benchmark tables' order: the start before what was trained from it, the baseline last.
 MODEL_ORDER = (START, *STAGES, BASELINE)
 # Rules in DAG order, for sorting Snakemake benchmark files (anything else goes after, by name).
-RULE_ORDER = ("download_eval", "download_train", "synth_train", "validate_data", "train_stage1", "train_stage2",
+RULE_ORDER = ("download_eval", "download_train", "synth_train", "check_data", "train_stage1", "train_stage2",
               "finetune", "evaluate", "report")
-_LOG_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) ")
-_DONE = re.compile(r"Done: (\d+) steps in ([\d.]+)s")
-_LOSS = re.compile(r"\| loss=([\d.eE+-]+) ")
 
 
 @dataclass
@@ -50,30 +60,54 @@ class StageRun:
     config_text: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     scalars: dict[str, Scalars] = field(default_factory=dict)
-    started: datetime | None = None
-    finished: datetime | None = None
-    done_steps: int | None = None  # from the log's closing line(s)
-    seconds: float | None = None
-    last_logged_loss: float | None = None
+    summary: TrainingSummary | None = None  # the trainer's training-summary.json
     notes: list[str] = field(default_factory=list)
 
     @property
     def checkpoint(self) -> Path | None:
-        final = self.folder / "final-checkpoint"
-        return final if (final / "config.json").is_file() else None
+        final = self.folder / FINAL_CHECKPOINT
+        return final if (final / MODEL_CONFIG).is_file() else None
+
+    @property
+    def started(self) -> datetime | None:
+        return _timestamp(self.summary.legs[0].started) if self.summary and self.summary.legs else None
+
+    @property
+    def finished(self) -> datetime | None:
+        return _timestamp(self.summary.legs[-1].finished) if self.summary and self.summary.legs else None
+
+    @property
+    def seconds(self) -> float | None:
+        """Training time over all legs (a resumed run adds one)."""
+        return self.summary.seconds if self.summary and self.summary.legs else None
 
     @property
     def steps(self) -> int | None:
-        """Optimizer steps run: the last logged step, else the log's count, else the configured steps."""
+        """Optimizer steps run: the trainer's summary, else the last step logged to TensorBoard."""
+        if self.summary is not None:
+            return self.summary.steps
         loss = self.scalars.get("train/loss")
-        if loss is not None and len(loss.steps):
-            return int(loss.steps[-1])
-        return self.done_steps if self.done_steps is not None else self.config.get("max_steps")
+        return int(loss.steps[-1]) if loss is not None and len(loss.steps) else None
 
     @property
     def final_loss(self) -> float | None:
+        """The last logged training loss (TensorBoard's last point, the mean over a logging interval, as the
+        curves show it), else the trainer's summary's."""
         loss = self.scalars.get("train/loss")
-        return float(loss.values[-1]) if loss is not None and len(loss.values) else self.last_logged_loss
+        if loss is not None and len(loss.values):
+            return float(loss.values[-1])
+        return self.summary.last_loss if self.summary is not None else None
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    """An ISO 8601 time from the summary (UTC); None when missing or unreadable."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def read_stages(run_dir: Path) -> list[StageRun]:
@@ -82,7 +116,7 @@ def read_stages(run_dir: Path) -> list[StageRun]:
 
 def read_stage(folder: Path) -> StageRun:
     stage = StageRun(name=folder.name, folder=folder)
-    config_path = folder / "resolved_config.yaml"
+    config_path = folder / RESOLVED_CONFIG
     if config_path.is_file():
         stage.config_text = config_path.read_text()
         try:
@@ -91,13 +125,32 @@ def read_stage(folder: Path) -> StageRun:
             stage.notes.append(f"{config_path} is not valid YAML: {error}")
     else:
         stage.notes.append(f"no resolved config ({config_path} is missing)")
-    tensorboard = folder / "tensorboard"
+    tensorboard = folder / TENSORBOARD
     if tensorboard.is_dir():
         stage.scalars = read_scalars(tensorboard)
     if not stage.scalars:
         stage.notes.append(f"no TensorBoard scalars under {tensorboard}")
-    _read_training_log(folder / "training.log", stage)
+    try:
+        stage.summary = TrainingSummary.read(folder)
+    except ValueError as error:  # a summary of another shape costs the figures it holds, not the report
+        stage.notes.append(str(error))
+    else:
+        stage.notes += _summary_notes(stage.summary, folder)
     return stage
+
+
+def _summary_notes(summary: TrainingSummary | None, folder: Path) -> list[str]:
+    """What the report should say about how the run went: nothing for a run that finished cleanly."""
+    if summary is None:
+        return [f"no training summary ({folder / TRAINING_SUMMARY} is missing): its start time, wall time and "
+                "status are unknown"]
+    notes = []
+    if summary.status != "finished":
+        status = "still running, or ended without finishing" if summary.status == "running" else summary.status
+        notes.append(f"{status} at step {summary.steps:,} of {summary.max_steps:,}")
+    if summary.bad_steps:
+        notes.append(f"{summary.bad_steps:,} step(s) with a non-finite loss or gradient were skipped")
+    return notes
 
 
 def read_scalars(folder: Path) -> dict[str, Scalars]:
@@ -117,26 +170,6 @@ def read_scalars(folder: Path) -> dict[str, Scalars]:
         steps = np.array(sorted(by_step), dtype=np.int64)
         scalars[tag] = Scalars(steps, np.array([by_step[s] for s in steps], dtype=np.float64))
     return scalars
-
-
-def _read_training_log(path: Path, stage: StageRun) -> None:
-    if not path.is_file():
-        stage.notes.append(f"no training log ({path} is missing)")
-        return
-    times, done_steps, seconds = [], 0, 0.0
-    for line in path.read_text(errors="replace").splitlines():
-        if stamp := _LOG_LINE.match(line):
-            times.append(datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S"))
-        if done := _DONE.search(line):  # one per (resumed) run appended to the log
-            done_steps += int(done.group(1))
-            seconds += float(done.group(2))
-            stage.done_steps, stage.seconds = done_steps, seconds
-        if loss := _LOSS.search(line):
-            stage.last_logged_loss = float(loss.group(1))
-    if times:
-        stage.started, stage.finished = times[0], times[-1]
-        if stage.seconds is None:  # unfinished run: the log's span is the best estimate
-            stage.seconds = (times[-1] - times[0]).total_seconds()
 
 
 def read_benchmark_results(run_dir: Path) -> pd.DataFrame | None:
@@ -167,23 +200,33 @@ def read_benchmark_results(run_dir: Path) -> pd.DataFrame | None:
 def model_label(model: str) -> str:
     """A short name for a model column value: `.../stage2/final-checkpoint` -> `stage2`."""
     path = Path(model)
-    if path.name == "final-checkpoint" or path.name.startswith("checkpoint-"):
-        return path.parent.name if path.name == "final-checkpoint" else f"{path.parent.name}/{path.name}"
+    if path.name == FINAL_CHECKPOINT or path.name.startswith(CHECKPOINT_PREFIX):
+        return path.parent.name if path.name == FINAL_CHECKPOINT else f"{path.parent.name}/{path.name}"
     return path.name or model
 
 
 @dataclass
-class Validation:
-    report: Any | None
+class DataChecks:
+    """`data-checks/`: the typed report.json and the printed summary.txt, each None when missing;
+    `error` says why a report.json that exists could not be read."""
+
+    folder: Path
+    report: DataCheckReport | None
     summary: str | None
+    error: str | None = None
 
 
-def read_validation(run_dir: Path) -> Validation:
-    folder = run_dir / "validation"
-    report_path, summary_path = folder / "report.json", folder / "summary.txt"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+def read_data_checks(run_dir: Path) -> DataChecks:
+    folder = run_dir / DATA_CHECKS
+    report_path, summary_path = folder / DATA_CHECK_REPORT, folder / DATA_CHECK_SUMMARY
+    report, error = None, None
+    if report_path.is_file():
+        try:
+            report = DataCheckReport.read(report_path)
+        except ValueError as exc:  # another shape: named in the section, the summary.txt is still shown
+            error = str(exc)
     summary = summary_path.read_text(errors="replace") if summary_path.is_file() else None
-    return Validation(report, summary)
+    return DataChecks(folder, report, summary, error)
 
 
 def read_rule_times(run_dir: Path) -> pd.DataFrame | None:

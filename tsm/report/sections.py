@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tsm.data.checks import DataCheckReport, DatasetCheck, Range
+from tsm.layout import DATA_CHECK_REPORT, DATA_CHECK_SUMMARY, DATA_CHECKS, RESOLVED_CONFIG
 from tsm.report import finetune, plots
 from tsm.report import html as h
 from tsm.report.regimes import regime_by_cell, regime_mark, regime_notes
-from tsm.report.runfiles import BASELINE, StageRun, Validation
+from tsm.report.runfiles import BASELINE, DataChecks, StageRun
 
 FINAL_MODELS = ("stage2", "finetune")  # the model the run exists to produce, in order of preference
 
@@ -78,7 +81,7 @@ def summary_section(run_name: str, stages: Sequence[StageRun], rule_times: pd.Da
         wall, wall_scope = sum(s.seconds or 0.0 for s in stages) or None, "training"
     body = [h.facts([
         ("Run", h.esc(run_name)),
-        ("Started", h.esc(min(starts).strftime("%Y-%m-%d %H:%M")) if starts else "–"),
+        ("Started", h.esc(min(starts).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")) if starts else "–"),
         ("Stages", h.esc(" → ".join(s.name for s in stages)) if stages else "none"),
         ("Optimizer steps", h.esc(" + ".join(f"{n:,}" for n in steps)) if steps else "–"),
         ("Final loss", h.number(final_loss)),
@@ -98,7 +101,7 @@ def summary_section(run_name: str, stages: Sequence[StageRun], rule_times: pd.Da
     body.append("<h3>Resolved configurations</h3>")
     for stage in stages:
         if stage.config_text is not None:
-            body.append(h.details(f"{stage.name}: resolved_config.yaml", h.pre(stage.config_text)))
+            body.append(h.details(f"{stage.name}: {RESOLVED_CONFIG}", h.pre(stage.config_text)))
         body += [h.note(f"{stage.name}: {text}") for text in stage.notes]
     return h.Section("summary", "Run summary", "\n".join(body))
 
@@ -155,7 +158,22 @@ def training_section(stages: Sequence[StageRun]) -> h.Section:
         body.append(h.figure(plots.to_data_uri(validation), "validation during training",
                              "Validation loss and WQL on the held-out windows; the point at a stage's first step "
                              "is its starting model, scored before training."))
+    body += [h.note(text) for text in _nonfinite_notes(stages)]
     return h.Section("training", "Training curves", "\n".join(body))
+
+
+def _nonfinite_notes(stages: Sequence[StageRun]) -> list[str]:
+    """One sentence per evaluation chart naming the scores that were not finite (a gap in the line, a red
+    cross at the top of the panel): a model that diverged must not look like one that was not scored."""
+    notes = []
+    for prefix, what in (("benchmark/relative", "Benchmark"), ("validation/", "Validation")):
+        points = plots.nonfinite_points(stages, prefix)
+        if points:
+            listed = "; ".join(f"{stage} {tag.split('/', 1)[1].replace('_', ' ')} at step {step:,}: {value}"
+                               for stage, tag, step, value in points)
+            notes.append(f"{what} scores that are not finite, shown as red crosses at the top of their panel "
+                         f"(a gap in the line): {listed}.")
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,60 +244,127 @@ def _scored_cells(values: Sequence[float], marks: Sequence[str] | None = None) -
 
 
 # ---------------------------------------------------------------------------------------------------
-# Data validation
+# Data checks
 # ---------------------------------------------------------------------------------------------------
 
 
-def validation_section(validation: Validation | None, run_dir: Path) -> h.Section:
-    title, folder = "Data validation", run_dir / "validation"
-    if validation is None or (validation.report is None and validation.summary is None):
-        return h.Section("validation", title, h.note(f"No data validation output ({folder}/report.json and "
-                                                     "summary.txt are missing)."))
+def data_checks_section(checks: DataChecks | None, run_dir: Path) -> h.Section:
+    anchor, title, folder = "data-checks", "Data checks", run_dir / DATA_CHECKS
+    if checks is None or (checks.report is None and checks.summary is None and checks.error is None):
+        return h.Section(anchor, title, h.note(f"No data checks ({folder}/{DATA_CHECK_REPORT} and "
+                                               f"{DATA_CHECK_SUMMARY} are missing; `tsm data check` writes them)."))
     body = []
-    if validation.report is None:
-        body.append(h.note(f"{folder}/report.json is missing."))
+    if checks.error is not None:
+        body.append(h.note(f"Could not read the data-check report: {checks.error}"))
+    elif checks.report is None:
+        body.append(h.note(f"{folder}/{DATA_CHECK_REPORT} is missing."))
     else:
-        body += validation_tables(validation.report, run_dir)
-    if validation.summary is None:
-        body.append(h.note(f"{folder}/summary.txt is missing."))
+        body += data_check_tables(checks.report, run_dir)
+    if checks.summary is None:
+        body.append(h.note(f"{folder}/{DATA_CHECK_SUMMARY} is missing."))
     else:
-        body.append("<h3>summary.txt</h3>" + h.pre(validation.summary, "block"))
-    return h.Section("validation", title, "\n".join(body))
+        body.append(f"<h3>{DATA_CHECK_SUMMARY}</h3>" + h.pre(checks.summary, "block"))
+    return h.Section(anchor, title, "\n".join(body))
 
 
-def validation_tables(report: Any, run_dir: Path | None = None) -> list[str]:
-    """The report's top-level figures; one row per corpus with its top-level figures (a list as its
-    length: errors 1); the corpora's messages (lists of text) in full; and every nested figure in a
-    collapsed corpus-by-column table. Corpora inside the run folder are named relative to it."""
-    scalars, corpora = split_report(report)
-    corpora = {_relative_name(name, run_dir): fields for name, fields in corpora.items()}
-    parts = []
-    if scalars:
-        parts.append(h.table(["Figure", "Value"], [[h.esc(k), value_cell(v)] for k, v in scalars.items()]))
-    if not corpora:
-        parts.append(h.note("report.json holds no per-corpus figures to tabulate."))
-        return parts
-    # The field that names a corpus (its path) is the row's title already.
-    top = {name: {k: len(v) if isinstance(v, list) else v for k, v in fields.items()
-                  if (_is_scalar(v) or isinstance(v, list)) and k not in _NAME_KEYS}
-           for name, fields in corpora.items()}
-    columns = list(dict.fromkeys(key for fields in top.values() for key in fields))
+# (column, how to show it) for the per-corpus table; "–" where a corpus could not be read that far
+_CHECK_COLUMNS: tuple[tuple[str, Callable[[DatasetCheck], Any]], ...] = (
+    ("Series", lambda d: d.num_series),
+    ("Usable", lambda d: d.series and d.series.usable),
+    ("Too short", lambda d: d.series and d.series.too_short),
+    ("Empty", lambda d: d.series and d.series.empty),
+    ("All NaN", lambda d: d.series and d.series.all_nan),
+    ("Constant", lambda d: d.series and d.series.constant),
+    ("With NaN", lambda d: d.series and d.series.with_nan),
+    ("With inf", lambda d: d.series and d.series.with_inf),
+    ("Length min", lambda d: d.length and d.length.min),
+    ("Median", lambda d: d.length and d.length.median),
+    ("Max", lambda d: d.length and d.length.max),
+    ("NaN values", lambda d: d.target and _percent(d.target.nan_fraction)),
+    ("Variates", lambda d: d.target and _range(d.target.variates)),
+    ("Errors", lambda d: len(d.errors)),
+    ("Warnings", lambda d: len(d.warnings)),
+)
+
+
+def data_check_tables(report: DataCheckReport, run_dir: Path | None = None) -> list[str]:
+    """The verdict, one row per corpus with its main figures, the corpora's errors and warnings in full, and
+    the remaining figures (length percentiles, values, covariates, column types) in a collapsed table.
+    Corpora inside the run folder are named relative to it."""
+    names = [_relative_name(d.dataset, run_dir) for d in report.datasets]
+    failed = [name for name, d in zip(names, report.datasets, strict=True) if not d.ok]
+    needed = (f" Series need at least {report.min_length:,} steps (min_past + prediction_length)."
+              if report.min_length else "")
+    if not report.datasets:
+        return [h.note("The data-check report lists no corpus.")]
+    if failed:
+        text = (f"{len(failed)} of {len(names)} corpora failed the data checks (training would stop on them): "
+                f"{', '.join(failed)}.{needed}")
+    else:
+        text = f"All {len(names)} corpora passed the data checks.{needed}"
+    parts = [f'<p class="headline {"bad" if failed else "good"}">{h.esc(text)}</p>']
+    num = "num"
     parts.append(h.table(
-        ["Corpus"] + [h.Cell(h.esc(c), "num" if _numeric_column(top, c) else "") for c in columns],
-        [[h.Cell(f"<b>{h.esc(name)}</b>")] + [value_cell(fields.get(c)) for c in columns]
-         for name, fields in top.items()]))
-    messages = [f"<li><b>{h.esc(name)}</b> ({h.esc(key)}): {h.esc(text)}</li>"
-                for name, fields in corpora.items() for key, value in fields.items()
-                if isinstance(value, list) for text in value if isinstance(text, str)]
+        ["Corpus", "OK", *[h.Cell(h.esc(title), num) for title, _ in _CHECK_COLUMNS]],
+        [[h.Cell(f"<b>{h.esc(name)}</b>"), h.Cell("yes" if d.ok else "no", "" if d.ok else "flag-bad")]
+         + [h.Cell(_figure(show(d)), num) for _, show in _CHECK_COLUMNS]
+         for name, d in zip(names, report.datasets, strict=True)]))
+    messages = [f"<li><b>{h.esc(name)}</b> ({kind}): {h.esc(text)}</li>"
+                for name, d in zip(names, report.datasets, strict=True)
+                for kind, texts in (("error", d.errors), ("warning", d.warnings)) for text in texts]
     if messages:
         parts.append(f'<ul class="messages">{"".join(messages)}</ul>')
-    nested = {name: _flatten(fields) for name, fields in corpora.items()}
-    keys = [k for k in dict.fromkeys(k for fields in nested.values() for k in fields) if "." in k]
-    if keys:
-        parts.append(h.details(f"All {len(keys)} nested figures per corpus", h.table(
-            ["Figure"] + [h.Cell(h.esc(name), "num") for name in nested],
-            [[h.esc(key)] + [value_cell(fields.get(key)) for fields in nested.values()] for key in keys])))
+    details = _check_details(report.datasets)
+    parts.append(h.details(f"All figures per corpus ({len(details)})", h.table(
+        ["Figure"] + [h.Cell(h.esc(name), num) for name in names],
+        [[h.esc(figure)] + [h.Cell(_figure(value), num) for value in values] for figure, values in details.items()])))
     return parts
+
+
+def _check_details(datasets: Sequence[DatasetCheck]) -> dict[str, list[Any]]:
+    """Figure name -> its value per corpus (None where a corpus has no such figure)."""
+    rows: dict[str, list[Any]] = {}
+
+    def add(figure: str, index: int, value: Any) -> None:
+        rows.setdefault(figure, [None] * len(datasets))[index] = value
+
+    for i, d in enumerate(datasets):
+        if d.length is not None:
+            for key in ("min", "p5", "median", "p95", "max", "mean"):
+                add(f"length {key}", i, getattr(d.length, key))
+        if d.series is not None:
+            for key, value in vars(d.series).items():
+                add(f"series {key.replace('_', ' ')}", i, value)
+        for column, stats in ([("target", d.target)] if d.target else []) + list(d.covariates.items()):
+            add(f"{column} variates", i, _range(stats.variates))
+            add(f"{column} values", i, stats.values)
+            add(f"{column} NaN", i, f"{stats.nan:,} ({_percent(stats.nan_fraction)})")
+            add(f"{column} inf", i, f"{stats.inf:,} ({_percent(stats.inf_fraction)})")
+            add(f"{column} float32 overflow", i, stats.float32_overflow)
+        for column, kind in d.schema.items():
+            add(f"{column} type", i, kind)
+        add("checked in (s)", i, d.seconds)
+        add("series per second", i, d.series_per_second)
+    return rows
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction:.2%}"
+
+
+def _range(r: Range) -> str:
+    return f"{r.min}" if r.min == r.max else f"{r.min}–{r.max}"
+
+
+def _figure(value: Any) -> str:
+    """A figure as text: counts with thousands separators, other numbers as written, "–" when missing."""
+    if value is None:
+        return "–"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return h.esc(value)
 
 
 def _relative_name(name: str, run_dir: Path | None) -> str:
@@ -291,81 +376,6 @@ def _relative_name(name: str, run_dir: Path | None) -> str:
         except ValueError:
             continue
     return name
-
-
-def split_report(report: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """A validation report read generically: (top-level scalar figures, {corpus name: its fields}).
-
-    The corpora are the first mapping or list at the top level (or the report itself) whose items are
-    mappings; a list item is named by its name/corpus/dataset/path field."""
-    if not isinstance(report, dict):
-        report = {"corpora": report}
-    scalars = {k: v for k, v in report.items() if _is_scalar(v)}
-    candidates = [report] + [v for v in report.values() if isinstance(v, dict | list)]
-    for candidate in candidates:
-        items = _named_items(candidate)
-        if items:
-            return scalars, items
-    return scalars, {}
-
-
-_NAME_KEYS = ("name", "corpus", "dataset", "path")
-
-
-def _named_items(candidate: Any) -> dict[str, dict]:
-    if isinstance(candidate, dict):
-        items = {str(k): v for k, v in candidate.items() if isinstance(v, dict)}
-    elif isinstance(candidate, list):
-        items = {}
-        for index, item in enumerate(candidate):
-            if isinstance(item, dict):
-                name = next((item[k] for k in _NAME_KEYS if k in item), index)
-                items[str(name)] = item
-    else:
-        return {}
-    return items if items and any(any(_is_scalar(v) for v in f.values()) for f in items.values()) else {}
-
-
-def _flatten(fields: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys (`length.min`); lists as their length."""
-    flat: dict[str, Any] = {}
-    for key, value in fields.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        elif isinstance(value, list):
-            flat[f"{prefix}{key}"] = len(value)
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _numeric_column(rows: dict[str, dict[str, Any]], column: str) -> bool:
-    values = [fields[column] for fields in rows.values() if fields.get(column) is not None]
-    return bool(values) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-
-
-def value_cell(value: Any) -> h.Cell:
-    """Numbers right-aligned in tabular figures; text left-aligned; a false flag in red."""
-    if value is False:
-        return h.Cell(value_text(value), "flag-bad")
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return h.Cell(value_text(value), "num" if numeric else "")
-
-
-def value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value) or abs(value) >= 1000:
-            return h.number(value) if not math.isfinite(value) else f"{value:,.0f}"
-        return f"{value:.1f}" if value.is_integer() else f"{value:.4g}"
-    return "–" if value is None else h.esc(value)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -11,9 +11,8 @@ renamed when complete, so a crash mid-write never leaves a checkpoint that looks
 from __future__ import annotations
 
 import logging
+import pickle
 import random
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,38 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from tsm.atomic import fresh_temporary_folder, replace_folder, temporary_path
 from tsm.config import ConfigError, TrainConfig
+from tsm.layout import (
+    CONFIG_COPY,
+    FINAL_CHECKPOINT,
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    SHARDED_STATE,
+    TRAINER_STATE,
+    checkpoint_name,
+    rng_state_name,
+)
+from tsm.provenance import write_provenance
 from tsm.train.lora import is_lora, merge, rebuild_on_cpu, save_adapters
-from tsm.train.provenance import write_provenance
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-FINAL_CHECKPOINT = "final-checkpoint"
-TRAINER_STATE = "trainer_state.pt"
-SHARDED_STATE = "dcp"
-CONFIG_COPY = "tsm_config.yaml"
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG's state as tensors and plain data only, so that it loads with torch.load(weights_only=True)
+    (numpy's key array is stored as a tensor, rebuilt by set_rng_state)."""
+    numpy_state = np.random.get_state(legacy=False)
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "bit_generator": str(numpy_state["bit_generator"]),
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -52,7 +66,15 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict) and torch.is_tensor(numpy_state.get("key")):  # as rng_state() stores it
+        numpy_state = {
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    np.random.set_state(numpy_state)  # else numpy's own tuple, from checkpoints of earlier tsm versions
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -85,27 +107,6 @@ def write_model_folder(accelerator: Any, model: torch.nn.Module, folder: Path, c
         write_provenance(folder, cfg, step)  # what it was trained on (tsm evaluate: in-domain vs zero-shot)
 
 
-def remove_dir(path: Path) -> None:
-    """Delete a folder without ever showing it half deleted: it is renamed to a temporary name first (a crash
-    mid-delete leaves only a `.tmp-` folder, which the next start clears)."""
-    doomed = path.with_name(f".tmp-removing-{path.name}")
-    shutil.rmtree(doomed, ignore_errors=True)
-    path.rename(doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a completed temporary folder into place, replacing an older folder of the same name."""
-    if final.exists():
-        old = final.with_name(f".old-{final.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
-
-
 def save_checkpoint(
     accelerator: Any,
     model: torch.nn.Module,
@@ -115,28 +116,25 @@ def save_checkpoint(
     step: int,
     extra_state: dict[str, Any],
 ) -> Path:
-    """Write `checkpoint-{step}` atomically (all ranks call this), then rotate old checkpoints."""
-    output_dir = Path(cfg.output_dir)
-    final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f".tmp-checkpoint-{step}"
+    """Write `checkpoint-{step}` atomically (all ranks call this). Rotation is tsm.train.selection's."""
+    final = Path(cfg.output_dir) / checkpoint_name(step)
+    tmp = temporary_path(final)  # every rank writes into the same folder: no per-process name
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        fresh_temporary_folder(final)
     accelerator.wait_for_everyone()
     write_model_folder(accelerator, model, tmp, cfg, step)
     # Keys of the unwrapped model: a checkpoint resumes under DDP, FSDP or one process alike.
     model_state, optim_state = get_state_dict(accelerator.unwrap_model(model), optimizer)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / SHARDED_STATE),
              no_dist=not torch.distributed.is_initialized())
-    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    torch.save(rng_state(), tmp / rng_state_name(accelerator.process_index))
     if accelerator.is_main_process:
         state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": accelerator.num_processes,
                  **extra_state}
         torch.save(state, tmp / TRAINER_STATE)  # written last among the files
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _replace_dir(tmp, final)
-        rotate_checkpoints(output_dir, cfg.save_total_limit)
+        replace_folder(tmp, final)
         logger.info("Saved %s", final)
     accelerator.wait_for_everyone()
     return final
@@ -150,53 +148,54 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     state = {"model": model_state, "optim": optim_state}
     dcp.load(state, checkpoint_id=str(path / SHARDED_STATE), no_dist=not torch.distributed.is_initialized())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    trainer_state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
+
+    def load_safely(file: Path, legacy_globals: tuple = ()) -> Any:
+        # weights_only=True: tensors and plain data only, so a crafted file cannot run code when it is read.
+        # `legacy_globals` are allowed only for a second try, scoped to that one load.
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            try:
+                if legacy_globals:
+                    with torch.serialization.safe_globals(list(legacy_globals)):
+                        return torch.load(file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                pass
+        try:  # names what the file refers to, without running it
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(file)
+        except Exception:  # only for the message (e.g. a file not in torch's zip format)
+            unsafe = []
+        raise ConfigError(
+            f"{file}: not a safe tsm checkpoint state: it refers to {', '.join(unsafe) or 'objects'} beyond tensors "
+            "and plain data, which loading would have to run. Refused: resume only from checkpoints written by tsm."
+        )
+
+    trainer_state = load_safely(path / TRAINER_STATE)
     scheduler.load_state_dict(trainer_state["scheduler"])
-    rng_file = path / f"rng_state_{rank}.pt"
-    trainer_state["rng"] = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
+    rng_file = path / rng_state_name(rank)
+    # RNG files written before tsm stored numpy's state as plain data hold a numpy uint32 array.
+    numpy_array = (np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32)))
+    trainer_state["rng"] = load_safely(rng_file, numpy_array) if rng_file.is_file() else None
     return trainer_state
 
 
 def save_final(accelerator: Any, model: torch.nn.Module, cfg: TrainConfig, step: int | None = None) -> Path:
     final = Path(cfg.output_dir) / FINAL_CHECKPOINT
-    tmp = final.with_name(f".tmp-{FINAL_CHECKPOINT}")
+    tmp = temporary_path(final)
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fresh_temporary_folder(final)
     write_model_folder(accelerator, model, tmp, cfg, cfg.max_steps if step is None else step)
     if accelerator.is_main_process:
-        _replace_dir(tmp, final)
+        replace_folder(tmp, final)
         logger.info("Saved %s", final)
     accelerator.wait_for_everyone()
     return final
 
 
-def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    if output_dir.is_dir():
-        for p in output_dir.iterdir():
-            m = CHECKPOINT_RE.match(p.name)
-            if m and p.is_dir():
-                found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def rotate_checkpoints(output_dir: Path, keep: int | None) -> None:
-    """Keep the newest `keep` checkpoints, plus every checkpoint listed in best-checkpoints.json."""
-    if keep is None:
-        return
-    from tsm.train.evaluation import read_best
-
-    protected = {entry["path"] for entry in read_best(output_dir)}
-    for _, path in list_checkpoints(output_dir)[:-keep]:
-        if path.name not in protected:
-            remove_dir(path)
-            logger.info("Removed %s (save_total_limit=%d)", path, keep)
-
-
 def missing_checkpoint_files(path: Path) -> list[str]:
     """What a complete checkpoint holds and `path` lacks (empty: complete). Checkpoints appear by rename, so
     a file is missing only from a folder that is not a checkpoint or was damaged after the fact."""
-    required = ("config.json", "model.safetensors", TRAINER_STATE, SHARDED_STATE)
+    required = (MODEL_CONFIG, MODEL_WEIGHTS, TRAINER_STATE, SHARDED_STATE)
     return [name for name in required if not (path / name).exists()]
 
 

@@ -1,18 +1,16 @@
-"""Benchmark evaluation during training, and the top-K checkpoints it ranks.
+"""Scoring during training: held-out validation and the benchmark, and which of them ranks checkpoints.
 
 Under DDP the datasets are spread over the ranks (each holds the full model), so no rank idles while
 another evaluates, and the per-dataset scores are gathered to every rank. Under FSDP every forward needs
 all ranks, so each rank runs every dataset in lockstep. The seasonal naive baseline is
 scored once, and every evaluation reports aggregate relative scores against it (lower is better).
+What ranks checkpoints (tsm.train.selection) is validation when it is on, else the benchmark.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +25,10 @@ from tsm.eval.benchmark import (
     pipeline_forecaster,
     seasonal_naive_forecaster,
 )
+from tsm.eval.metrics import aggregate_relative
 
 logger = logging.getLogger("tsm")
 
-BEST_FILE = "best-checkpoints.json"
-BEST_LINK = "best-checkpoint"
-RECORDED_SCORES = ("relative_wql", "relative_mase", "validation_loss", "validation_wql")
 
 
 class BenchmarkEvaluator:
@@ -69,10 +65,10 @@ class BenchmarkEvaluator:
             scores[f"{r['dataset']}/wql"] = r["WQL"]
             scores[f"{r['dataset']}/mase"] = r["MASE"]
         for metric, column in (("wql", "WQL"), ("mase", "MASE")):
-            values = [r[column] for r in rows]
-            ratios = [r[column] / self.baseline[r["dataset"]][metric] for r in rows]
-            scores[f"avg_{metric}"] = float(np.mean(values))
-            scores[f"relative_{metric}"] = float(np.exp(np.mean(np.log(ratios))))
+            scores[f"avg_{metric}"] = float(np.mean([r[column] for r in rows]))
+            scores[f"relative_{metric}"] = aggregate_relative(
+                {r["dataset"]: r[column] for r in rows},
+                {name: baseline[metric] for name, baseline in self.baseline.items()})
         scores["eval_seconds"] = time.perf_counter() - started
         return scores
 
@@ -85,29 +81,42 @@ class BenchmarkEvaluator:
         return scores[f"relative_{metric}"]
 
 
-def read_best(output_dir: Path) -> list[dict[str, Any]]:
-    path = output_dir / BEST_FILE
-    return json.loads(path.read_text())["checkpoints"] if path.is_file() else []
+class Scorer:
+    """The evaluations a run makes (validation, benchmark, either or both), when they are due, and the score
+    that ranks checkpoints: `validation_{validation_metric}` when validation is on, else the benchmark's
+    `benchmark_checkpoint_metric`. Opened before training so that bad inputs fail before any step."""
 
+    def __init__(self, cfg: TrainConfig, output_patch_size: int, rank: int, world_size: int):
+        from tsm.train.validation import ValidationSet
 
-def update_best(output_dir: Path, step: int, score: float, scores: dict[str, float], metric: str, k: int) -> None:
-    """Record checkpoint-{step}'s score (what ranks checkpoints: validation when it is on, else the benchmark);
-    keep the k best (lowest) in best-checkpoints.json and point
-    `best-checkpoint` at the best one. Rotation by save_total_limit never deletes these."""
-    if not math.isfinite(score):
-        logger.warning("Step %d: %s is %s; not ranked among the best checkpoints", step, metric, score)
-        return
-    entries = [e for e in read_best(output_dir) if e["step"] != step]
-    entries.append({"step": step, "path": f"checkpoint-{step}", "score": score, "metric": metric,
-                    **{key: scores[key] for key in RECORDED_SCORES if key in scores}})
-    entries = sorted(entries, key=lambda e: (e["score"], e["step"]))[:k]
-    tmp = output_dir / (BEST_FILE + ".tmp")
-    tmp.write_text(json.dumps({"metric": metric, "lower_is_better": True, "checkpoints": entries}, indent=2))
-    tmp.replace(output_dir / BEST_FILE)
-    link = output_dir / BEST_LINK
-    new_link = output_dir / (BEST_LINK + ".tmp")
-    new_link.unlink(missing_ok=True)
-    new_link.symlink_to(entries[0]["path"])  # relative: the run folder can move
-    new_link.replace(link)
-    logger.info("Best checkpoints by %s: %s", metric,
-                ", ".join(f"{e['path']} ({e['score']:.4f})" for e in entries))
+        # With FSDP every rank must run every forward, so all ranks evaluate all data in lockstep.
+        spread = cfg.parallelism.strategy != "fsdp"
+        self.cfg = cfg
+        self.validation = ValidationSet(cfg, output_patch_size, rank, world_size, spread) if cfg.validates else None
+        self.benchmark = BenchmarkEvaluator(cfg, rank, world_size, spread) if cfg.benchmark_config else None
+        self.metric: str | None = (f"validation_{cfg.validation_metric}" if self.validation else
+                                   cfg.benchmark_checkpoint_metric if self.benchmark else None)
+
+    def due(self, step: int) -> tuple[bool, bool]:
+        """(validate, benchmark) at `step`: every eval_steps / benchmark_eval_steps, and at the last step."""
+        last = step == self.cfg.max_steps
+        validate = self.validation is not None and (step % self.cfg.eval_steps == 0 or last)
+        benchmark = self.benchmark is not None and (step % self.cfg.benchmark_eval_steps == 0 or last)
+        return validate, benchmark
+
+    def run(self, step: int, model: Any, accelerator: Any, monitor: Any, validate: bool = True,
+            benchmark: bool = True) -> dict[str, float]:
+        """Score the training model (all ranks call it); the scores go to the monitor. Holds the ranking score
+        under `self.metric` when the evaluation that ranks ran."""
+        scores: dict[str, float] = {}
+        if validate and self.validation is not None:
+            measured = self.validation.run(model, accelerator)
+            monitor.on_validation(step, measured)
+            scores.update({f"validation_{name}": value for name, value in measured.items()})
+        if benchmark and self.benchmark is not None:
+            measured = self.benchmark.run(accelerator.unwrap_model(model))
+            monitor.on_benchmark(step, measured)
+            scores.update(measured)
+            if self.validation is None:
+                scores[self.metric] = self.benchmark.checkpoint_score(measured)
+        return scores

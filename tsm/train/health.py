@@ -391,13 +391,13 @@ def _ms(milliseconds: float) -> str:
     return f"{milliseconds:.0f}ms" if milliseconds >= 10 else f"{milliseconds:.2f}ms"
 
 
-def _mean(values: Sequence[float]) -> float:
+def mean_or_nan(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
 def _loss_section(f: HealthFigures) -> list[str]:
     good = finite(f.recent_losses)
-    var, mean = f.loss_variance, _mean(good)
+    var, mean = f.loss_variance, mean_or_nan(good)
     spread = f"var {var:.3g} (cv {math.sqrt(var) / abs(mean):.1%})" if good and mean else f"var {var:.3g}"
     low, high = min(good, default=math.nan), max(good, default=math.nan)
     last = f"last {f.recent_losses[-1]:.4f}" if f.recent_losses else "last ?"
@@ -410,7 +410,7 @@ def _loss_section(f: HealthFigures) -> list[str]:
 def _grad_section(f: HealthFigures) -> list[str]:
     n = f.grad_norms
     return flow("GRADIENTS", [
-        f"norm mean {_mean(n):.3g}", f"p50 {percentile(n, 50):.3g}", f"p90 {percentile(n, 90):.3g}",
+        f"norm mean {mean_or_nan(n):.3g}", f"p50 {percentile(n, 50):.3g}", f"p90 {percentile(n, 90):.3g}",
         f"max {max(n, default=math.nan):.3g}", f"clipped {f.clip_rate:.1%} (> {f.max_grad_norm:g})",
         f"explosions {f.explosions}", f"non-finite: loss {f.nonfinite_losses}, grad {f.nonfinite_norms}"])
 
@@ -423,7 +423,7 @@ def _memory_section(f: HealthFigures) -> list[str]:
     if f.peak_allocated_gb is not None:
         items.append(f"peak allocated {f.peak_allocated_gb:.1f}GB")
     if f.gpu_util is not None:
-        items.append(f"GPU util {_mean(f.gpu_util):.0f}% (NVML)" if f.gpu_util else "GPU util n/a (no NVML)")
+        items.append(f"GPU util {mean_or_nan(f.gpu_util):.0f}% (NVML)" if f.gpu_util else "GPU util n/a (no NVML)")
     return flow("MEMORY", items)
 
 

@@ -12,12 +12,14 @@ exact because windows end after the device sync.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import torch
 
 from tsm.config import TrainConfig
 from tsm.data.batches import CorpusStats
+from tsm.layout import TENSORBOARD, TRAINING_LOG
 from tsm.train.health import (
     AlertLog,
     Downsampled,
@@ -40,6 +43,7 @@ from tsm.train.health import (
     format_duration,
     format_gb,
     format_rate,
+    mean_or_nan,
     nonfinite_alert,
     percentile,
     render_health_report,
@@ -47,12 +51,16 @@ from tsm.train.health import (
 
 logger = logging.getLogger("tsm")
 
-__all__ = ["TrainingMonitor", "setup_logging", "format_duration"]
+__all__ = ["TrainingMonitor", "training_logging", "format_duration"]
 
 
-def setup_logging(output_dir: Path, is_main: bool) -> None:
-    """Rank 0 logs INFO to stderr and `training.log`; other ranks only warnings."""
+@contextlib.contextmanager
+def training_logging(output_dir: Path, is_main: bool) -> Iterator[None]:
+    """Rank 0 logs INFO to stderr and `training.log`; other ranks only warnings. The `tsm` logger is put back
+    as it was afterwards, so a second run in the same process (a notebook, a test) logs to its own folder
+    and the caller's logging (pytest's capture) sees tsm's records again."""
     root = logging.getLogger("tsm")
+    saved = root.handlers[:], root.propagate, root.level
     root.handlers.clear()
     root.propagate = False
     root.setLevel(logging.INFO if is_main else logging.WARNING)
@@ -62,9 +70,16 @@ def setup_logging(output_dir: Path, is_main: bool) -> None:
     root.addHandler(stream)
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(output_dir / "training.log")
+        file = logging.FileHandler(output_dir / TRAINING_LOG)
         file.setFormatter(fmt)
         root.addHandler(file)
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], root.propagate = saved[0], saved[1]
+        root.setLevel(saved[2])
 
 
 class MemoryProbe:
@@ -159,7 +174,7 @@ class TrainingMonitor:
         if self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+            self.writer = SummaryWriter(log_dir=str(output_dir / TENSORBOARD))
             self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "\n```", 0)
         now = time.perf_counter()
         self._run_started = now
@@ -174,6 +189,7 @@ class TrainingMonitor:
         self.best_loss = math.inf
         self.recent_losses: deque[tuple[int, float]] = deque(maxlen=s.health_report_interval)
         self.loss_history, self.lr_history = Downsampled(), Downsampled()
+        self.last_logged_loss: float | None = None  # the last log window's mean loss (the run's summary)
         self.rate = RecentRate()
         self.explosions = GradExplosionDetector(s.grad_explosion_factor)
         self.throughput = ThroughputDropDetector(s.throughput_drop_share)
@@ -224,8 +240,9 @@ class TrainingMonitor:
         if self.is_main:
             logger.info("%s at step %s: %s", title, f"{step:,}",
                         "  ".join(f"{name}={value:.6g}" for name, value in scores.items()))
-            for name, value in scores.items():
-                self._scalar(f"{tag}/{name}", value, step)
+            for name, value in scores.items():  # a non-finite score too: the report shows it, not a gap
+                if self.writer is not None:
+                    self.writer.add_scalar(f"{tag}/{name}", value, step)
 
     def close(self) -> None:
         """Flush what is left and, on rank 0, write the closing health report. It comes here rather than at
@@ -275,7 +292,7 @@ class TrainingMonitor:
         wait_share = worst_wait / elapsed if elapsed > 0 else 0.0
         steps_per_s, samples_per_s = len(w.steps) / elapsed, samples / elapsed
         self._check_alerts(step, w, losses, norms, wait_share)
-        gnorm = _mean(good_norms)
+        gnorm = mean_or_nan(good_norms)
         eta = eta_seconds(self.max_steps - step, self._recent_rate(steps_per_s))
         memory = max(self._last_memory)
         if step % self.log_steps == 0 or step >= self.max_steps:
@@ -294,7 +311,8 @@ class TrainingMonitor:
             ("perf/steps_per_s", steps_per_s), ("perf/samples_per_s", samples_per_s),
             ("perf/data_wait_share", wait_share), ("perf/eta_hours", eta / 3600),
             ("perf/memory_gb", memory), ("perf/memory_share", memory / self.memory.total_gb),
-            ("perf/gpu_util", _mean(self._last_util)), ("perf/gpu_util_min", min(self._last_util, default=math.nan)),
+            ("perf/gpu_util", mean_or_nan(self._last_util)),
+            ("perf/gpu_util_min", min(self._last_util, default=math.nan)),
             ("data/samples_read", self.samples_read),
         ):
             self._scalar(name, value, step)
@@ -309,6 +327,7 @@ class TrainingMonitor:
         if math.isfinite(loss_mean):
             self.best_loss = min(self.best_loss, loss_mean)
             self.loss_history.append(loss_mean)
+            self.last_logged_loss = loss_mean
         self.lr_history.append(w.lrs[-1])
         self.nonfinite_losses += len(losses) - len(finite(losses))
         self.nonfinite_norms += len(w.norms) - len(good_norms)
@@ -376,6 +395,4 @@ class TrainingMonitor:
         self._last_reported = step
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
 

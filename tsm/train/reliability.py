@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from tsm.config import ConfigError, TrainConfig, TsmError
-from tsm.train.checkpoint import CONFIG_COPY, FINAL_CHECKPOINT, list_checkpoints, missing_checkpoint_files
+from tsm.layout import CONFIG_COPY, FINAL_CHECKPOINT, RESOLVED_CONFIG, list_checkpoints
+from tsm.train.checkpoint import missing_checkpoint_files
 
 logger = logging.getLogger("tsm")
 
@@ -48,39 +49,22 @@ def run_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     return sorted(k for k in keys if saved.get(k) != now.get(k))
 
 
-def recover_interrupted_writes(output_dir: Path) -> None:
-    """Undo what a crash mid-checkpoint left: a temporary folder is dropped; a folder renamed aside for its
-    replacement (`.old-X` without X) is put back, so the previous complete version is used."""
-    if not output_dir.is_dir():
-        return
-    for path in output_dir.glob(".old-*"):
-        final = path.with_name(path.name[len(".old-"):])
-        if final.exists():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.rename(final)
-            logger.warning("Restored %s: a crash interrupted its replacement", final)
-    for path in output_dir.glob(".tmp-*"):
-        logger.warning("Removing %s: a checkpoint write interrupted by a crash", path)
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def find_resume_checkpoint(cfg: TrainConfig) -> Path | None:
     """For resume_from_checkpoint: auto. The newest valid checkpoint of this same run in output_dir, or None
     for a fresh start. An output_dir that holds a different run is an error: nothing is overwritten."""
     output_dir = Path(cfg.output_dir)
     checkpoints = list_checkpoints(output_dir)
-    saved_config = output_dir / "resolved_config.yaml"
+    saved_config = output_dir / RESOLVED_CONFIG
     if saved_config.is_file():
         differences = run_differences(yaml.safe_load(saved_config.read_text()) or {}, cfg)
         if differences:
             raise ConfigError(
-                f"output_dir {output_dir} holds another run (its resolved_config.yaml differs in: "
+                f"output_dir {output_dir} holds another run (its {RESOLVED_CONFIG} differs in: "
                 f"{', '.join(differences)}). Choose a new output_dir, or delete the old run's folder; resuming it "
                 "with a different config would mix two runs."
             )
     elif checkpoints or (output_dir / FINAL_CHECKPOINT).exists():
-        raise ConfigError(f"output_dir {output_dir} holds checkpoints but no resolved_config.yaml: not a tsm run "
+        raise ConfigError(f"output_dir {output_dir} holds checkpoints but no {RESOLVED_CONFIG}: not a tsm run "
                           "this one can continue. Choose a new output_dir.")
     for _, path in reversed(checkpoints):
         if is_valid_checkpoint(path):
@@ -172,6 +156,6 @@ class BadStepGuard:
             raise TsmError(
                 f"stopped at step {step}: {self.consecutive} consecutive steps with non-finite loss or gradients "
                 f"(max_consecutive_bad_steps={self.limit}). The last good checkpoint is intact; look for inf or "
-                "huge values in the data (tsm data validate) or lower the learning rate."
+                "huge values in the data (tsm data check) or lower the learning rate."
             )
         return False

@@ -18,12 +18,10 @@ import torch
 from tsm.config import ConfigError, TrainConfig
 from tsm.data.arrow import ArrowCorpus, DataError
 from tsm.data.batches import Window, collate, window_at
-from tsm.eval.metrics import wql_sums
+from tsm.eval.metrics import QUANTILE_LEVELS, wql_sums  # WQL's levels, as the benchmarks'
 
 logger = logging.getLogger("tsm")
 
-# WQL is averaged over these levels, as the benchmarks do (tsm.eval.metrics).
-WQL_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 class ValidationSet:
@@ -85,7 +83,7 @@ class ValidationSet:
         if self.spread:
             model = accelerator.unwrap_model(model)
         quantiles = [float(q) for q in model.chronos_config.quantiles]
-        levels = [i for i, q in enumerate(quantiles) if any(abs(q - w) < 1e-9 for w in WQL_LEVELS)]
+        levels = [i for i, q in enumerate(quantiles) if any(abs(q - w) < 1e-9 for w in QUANTILE_LEVELS)]
         levels = levels or list(range(len(quantiles)))  # a model without the usual levels: all of its own
         level_values = np.array([quantiles[i] for i in levels], dtype=np.float64)
         # sums: loss x rows, rows, then WQL's numerator per level, then its denominator

@@ -1,7 +1,9 @@
 # Helpers shared by the rules: paths under results/{run}/, the models of the run, the training launch.
+# No line here may hold the word rule with a colon after it, or snakemake --lint reports rules mixed with functions.
 import os
 import shlex
-from pathlib import Path
+
+from tsm.hub import is_local_model
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
@@ -11,31 +13,42 @@ BENCHMARK_DATA = f"{RESULTS}/data/benchmarks"
 STAGES = ["finetune"] if config["mode"] == "finetune" else ["stage1", "stage2"]
 
 
+def training_data():
+    return f"{RESULTS}/data/train" if config["data"]["source"] == "synth" else f"{RESULTS}/data/hub-train"
+
+
+# The `--set` items every training rule passes before the workflow config's overrides; {data} is the corpus.
+TRAINING_SETTINGS = ["training_data_paths=[{data}]", "probability=null"]
+
+
+def stage_settings(stage):
+    """The workflow config's overrides of a stage's training config, as `--set KEY=VALUE` items."""
+    return [f"{key}={value}" for key, value in config[stage].get("overrides", {}).items()]
+
+
+def overrides(stage):
+    return " ".join(f"--set {shlex.quote(item)}" for item in stage_settings(stage))
+
+
 def start_model():
     """finetune mode: the model the fine-tune starts from (the training config's model_id after the workflow
     config's overrides), scored as it is next to the fine-tuned one. None: no start model (pretrain mode,
-    or a finetune config with random_init)."""
+    or a finetune config with random_init). Resolved by tsm's own config loader from the `--set` items the
+    finetune rule passes, so the workflow and the trainer read the same model_id and random_init."""
     if config["mode"] != "finetune":
         return None
-    import yaml
+    from tsm.config import load_config, parse_settings
 
-    with open(config["finetune"]["config"]) as handle:
-        training = yaml.safe_load(handle) or {}
-    training.update(config["finetune"].get("overrides", {}))
-    if training.get("random_init", True) or not training.get("model_id"):
+    items = [item.format(data=training_data()) for item in TRAINING_SETTINGS] + stage_settings("finetune")
+    training = load_config(config["finetune"]["config"], settings=parse_settings(items))
+    if training.random_init or not training.model_id:
         return None
-    return str(training["model_id"])
+    return training.model_id
 
 
 START_MODEL = start_model()
 # Scored on the benchmark (benchmark/{name}.csv): the trained stages, the start of a fine-tune, the baseline.
 EVALUATED = [*STAGES, *(["start"] if START_MODEL else []), "seasonal-naive"]
-
-
-def is_local_model(model_id):
-    """A folder, not a hub id (`owner/name`): then it is an input the DAG must have before evaluating it."""
-    path = Path(model_id)
-    return path.is_dir() or path.is_absolute() or model_id.startswith((".", "~")) or len(path.parts) != 2
 
 
 def start_model_input(wildcards=None):
@@ -60,10 +73,6 @@ def evaluated_model(wildcards):
 
 def final_model(stage):
     return f"{RESULTS}/{stage}/final-checkpoint"
-
-
-def training_data():
-    return f"{RESULTS}/data/train" if config["data"]["source"] == "synth" else f"{RESULTS}/data/hub-train"
 
 
 def launch_command(wildcards):
@@ -113,9 +122,24 @@ def training_resources():
     }
 
 
-def overrides(stage):
-    return " ".join(
-        f"--set {shlex.quote(f'{key}={value}')}" for key, value in config[stage].get("overrides", {}).items()
+def training_params(stage):
+    """The params of every training rule (the launcher, the stage's training config, its run folder, that is
+    the output's parent where checkpoints go beside final-checkpoint, and the workflow config's overrides)."""
+    return {
+        "launch": launch_command,
+        "config": config[stage]["config"],
+        "outdir": lambda wildcards, output: os.path.dirname(output[0]),
+        "overrides": overrides(stage),
+    }
+
+
+def training_shell(flags=""):
+    """The shell command of a training rule: the trainer on the rule's config, corpus (input `data`) and
+    overrides, writing into its run folder; `flags`: the stage's own `tsm train` flags, after --config."""
+    settings = " ".join(f"--set {shlex.quote(item.format(data='{input.data}'))}" for item in TRAINING_SETTINGS)
+    return (
+        f"{{params.launch}} --config {{params.config}} {flags + ' ' if flags else ''}{settings}"
+        " --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
     )
 
 

@@ -1,4 +1,4 @@
-# Corpora: the training corpus (synthetic, or from the hub) and the benchmark datasets, then validation.
+# Corpora: the training corpus (synthetic, or from the hub) and the benchmark datasets, then the data checks.
 
 
 rule synth_train:
@@ -53,20 +53,20 @@ rule download_eval:
         " else tsm data download --root {output} --benchmark {params.benchmark}; fi > {log} 2>&1"
 
 
-rule validate_data:
+rule check_data:
     input:
         train=training_data(),
     output:
-        report=report(f"{RESULTS}/validation/report.json", category="Data"),
-        summary=f"{RESULTS}/validation/summary.txt",
+        report=report(f"{RESULTS}/data-checks/report.json", category="Data"),
+        summary=f"{RESULTS}/data-checks/summary.txt",
     params:
         config=config["stage1" if config["mode"] == "pretrain" else "finetune"]["config"],
     conda:
         "../envs/tsm.yaml"
     log:
-        f"{RESULTS}/logs/validate_data.log",
+        f"{RESULTS}/logs/check_data.log",
     benchmark:
-        f"{RESULTS}/benchmarks/validate_data.tsv"
+        f"{RESULTS}/benchmarks/check_data.tsv"
     shell:
-        "tsm data validate --data {input.train} --config {params.config} --output {output.report}"
+        "tsm data check --data {input.train} --config {params.config} --output {output.report}"
         " > {output.summary} 2> {log}"

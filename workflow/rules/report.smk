@@ -1,11 +1,11 @@
-# The HTML report: run summary, training curves, benchmark table, fan charts, validation, rule times.
+# The HTML report: run summary, training curves, benchmark table, fan charts, data checks, rule times.
 
 
 rule report:
     input:
         evaluations=expand(f"{RESULTS}/benchmark/{{model}}.csv", model=EVALUATED),
         models=[final_model(stage) for stage in STAGES],
-        validation=f"{RESULTS}/validation/report.json",
+        checks=f"{RESULTS}/data-checks/report.json",
         data=BENCHMARK_DATA,
     output:
         report(f"{RESULTS}/report.html", category="Report"),

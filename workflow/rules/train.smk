@@ -1,20 +1,18 @@
 # Training: stage 1 (pretraining from random init), stage 2 (context extension from stage 1's final
 # model), or fine-tuning (mode: finetune). Each writes checkpoints under results/{run}/{stage}/ and
 # resumes by itself from the newest one when rerun (after a preemption or a crash); final-checkpoint/
-# is the rule's output.
+# is the rule's output. The command and the common params come from training_shell/training_params
+# (common.smk): each rule states only its inputs and its own trainer flags.
 
 
 rule train_stage1:
     input:
         data=training_data(),
-        validation=f"{RESULTS}/validation/report.json",
+        checks=f"{RESULTS}/data-checks/report.json",
     output:
         directory(final_model("stage1")),
     params:
-        launch=launch_command,
-        config=config["stage1"]["config"],
-        outdir=lambda wildcards, output: os.path.dirname(output[0]),
-        overrides=overrides("stage1"),
+        **training_params("stage1"),
     conda:
         "../envs/tsm.yaml"
     log:
@@ -25,8 +23,7 @@ rule train_stage1:
     resources:
         **training_resources(),
     shell:
-        "{params.launch} --config {params.config} --set 'training_data_paths=[{input.data}]'"
-        " --set probability=null --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
+        training_shell()
 
 
 rule train_stage2:
@@ -36,11 +33,8 @@ rule train_stage2:
     output:
         directory(final_model("stage2")),
     params:
-        launch=launch_command,
-        config=config["stage2"]["config"],
-        outdir=lambda wildcards, output: os.path.dirname(output[0]),
+        **training_params("stage2"),
         context_length=config["stage2"]["context_length"],
-        overrides=overrides("stage2"),
     conda:
         "../envs/tsm.yaml"
     log:
@@ -51,23 +45,18 @@ rule train_stage2:
     resources:
         **training_resources(),
     shell:
-        "{params.launch} --config {params.config} --no-random-init --model-id {input.stage1}"
-        " --context-length {params.context_length} --set 'training_data_paths=[{input.data}]'"
-        " --set probability=null --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
+        training_shell("--no-random-init --model-id {input.stage1} --context-length {params.context_length}")
 
 
 rule finetune:
     input:
         data=training_data(),
-        validation=f"{RESULTS}/validation/report.json",
+        checks=f"{RESULTS}/data-checks/report.json",
         start=start_model_input,
     output:
         directory(final_model("finetune")),
     params:
-        launch=launch_command,
-        config=config["finetune"]["config"],
-        outdir=lambda wildcards, output: os.path.dirname(output[0]),
-        overrides=overrides("finetune"),
+        **training_params("finetune"),
     conda:
         "../envs/tsm.yaml"
     log:
@@ -78,5 +67,4 @@ rule finetune:
     resources:
         **training_resources(),
     shell:
-        "{params.launch} --config {params.config} --set 'training_data_paths=[{input.data}]'"
-        " --set probability=null --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
+        training_shell()

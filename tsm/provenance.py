@@ -28,11 +28,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tsm.atomic import write_json
 from tsm.config import TrainConfig
+from tsm.layout import PROVENANCE as PROVENANCE_FILE
 
 logger = logging.getLogger("tsm")
 
-PROVENANCE_FILE = "training-provenance.json"
 SCHEMA_VERSION = 1
 RANDOM_INIT = "random init"
 # Full hashing reads the whole corpus (~2.5 GB/s from a local disk here): above this, sample instead.
@@ -194,11 +195,7 @@ def build_provenance(cfg: TrainConfig, step: int) -> dict[str, Any]:
 
 def write_provenance(folder: Path, cfg: TrainConfig, step: int) -> None:
     """Write `folder/training-provenance.json` (rank 0 only; the fingerprints are cached per run)."""
-    data = build_provenance(cfg, step)
-    target = Path(folder) / PROVENANCE_FILE
-    temporary = target.with_name(f".{PROVENANCE_FILE}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(target)
+    write_json(Path(folder) / PROVENANCE_FILE, build_provenance(cfg, step))
 
 
 def read_provenance(model_folder: str | Path) -> dict[str, Any] | None:

@@ -1,9 +1,13 @@
-"""`tsm data validate`: check corpora before training, fast, without loading them into memory.
+"""`tsm data check`: the data checks, run on corpora before training, fast, without loading them into memory.
 
 Each corpus is read batch by batch from its memory-mapped Arrow files; every statistic is computed with
 vectorised pyarrow/numpy operations over a whole batch (list offsets + flat values), never a Python loop
 per row. Fatal problems (the trainer would crash or learn nothing) name the dataset, the row and the
 column; everything else is counted and reported.
+
+What `check` writes (`report.json`, tsm.layout.DATA_CHECK_REPORT) is one typed record, `DataCheckReport`:
+the writer fills it and the HTML report reads it back with `DataCheckReport.read`, so neither guesses the
+other's format. ("Validation" is the held-out scoring during training, tsm.train.validation.)
 """
 
 from __future__ import annotations
@@ -12,21 +16,150 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from tsm.atomic import write_json, write_text
 from tsm.data.arrow import FUTURE_COVARIATES, PAST_COVARIATES, TARGET, DataError, _list_depth, open_dataset_table
 
 TIMESTAMP = "timestamp"
 BATCH_ROWS = 8192  # rows per vectorised step: large enough to amortise, small enough to keep the heap flat
 MAX_EXAMPLES = 5  # rows named per kind of problem; the rest are counted
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-SERIES_COUNTS = ("usable", "empty", "null", "all_nan", "constant", "too_short", "with_nan", "with_inf")
+SERIES_COUNTS = ("usable", "empty", "null", "all_nan", "constant", "too_short", "with_nan", "with_inf",
+                 "timestamp_length_mismatch", "unsorted_timestamps")
+REPORT_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------- the report's schema
+@dataclass
+class Range:
+    min: int
+    max: int
+
+
+@dataclass
+class LengthStats:
+    """Series lengths (time steps of the first variate) over a corpus."""
+
+    min: int
+    p5: float
+    median: float
+    p95: float
+    max: int
+    mean: float
+
+
+@dataclass
+class ValueStats:
+    """The values of one list column (the target or a covariate), over all series and variates."""
+
+    dtype: str
+    variates: Range  # per series
+    values: int
+    nan: int
+    nan_fraction: float
+    inf: int
+    inf_fraction: float
+    float32_overflow: int  # finite float64 values beyond the float32 range (they read as inf)
+
+
+@dataclass
+class SeriesCounts:
+    """Series (rows) by kind; a series can count in several kinds. `usable`: long enough and not all NaN."""
+
+    total: int
+    usable: int = 0
+    empty: int = 0
+    null: int = 0
+    all_nan: int = 0
+    constant: int = 0
+    too_short: int = 0  # shorter than min_length (min_past + prediction_length); 0 when min_length is None
+    with_nan: int = 0
+    with_inf: int = 0
+    timestamp_length_mismatch: int = 0
+    unsorted_timestamps: int = 0
+
+
+@dataclass
+class DatasetCheck:
+    """One corpus' checks. A corpus that cannot be opened, or whose columns have the wrong types, has only
+    `dataset`, `ok` (False), `errors`, `warnings` and `min_length` (and `schema`/`num_series` once opened)."""
+
+    dataset: str  # the corpus folder, as given
+    ok: bool
+    errors: list[str] = field(default_factory=list)  # fatal: each names the dataset, row and column
+    warnings: list[str] = field(default_factory=list)
+    min_length: int | None = None
+    schema: dict[str, str] = field(default_factory=dict)  # column -> Arrow type
+    num_series: int | None = None
+    length: LengthStats | None = None
+    target: ValueStats | None = None
+    series: SeriesCounts | None = None
+    covariates: dict[str, ValueStats] = field(default_factory=dict)
+    seconds: float | None = None
+    series_per_second: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DatasetCheck:
+        data = _known(cls, data)
+        for key, kind in (("length", LengthStats), ("series", SeriesCounts)):
+            if data.get(key):
+                data[key] = kind(**_known(kind, data[key]))
+            else:
+                data[key] = None
+        data["target"] = _value_stats(data["target"]) if data.get("target") else None
+        data["covariates"] = {name: _value_stats(stats) for name, stats in (data.get("covariates") or {}).items()}
+        return cls(**data)
+
+
+@dataclass
+class DataCheckReport:
+    """`report.json`: every corpus checked by one `tsm data check`; `ok` when all are usable."""
+
+    ok: bool
+    min_length: int | None
+    datasets: list[DatasetCheck]
+    version: int = REPORT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DataCheckReport:
+        data = _known(cls, data)
+        data["datasets"] = [DatasetCheck.from_json(d) for d in data.get("datasets", [])]
+        return cls(**data)
+
+    def write(self, path: str | Path) -> Path:
+        return write_json(path, self.to_json())  # a report that exists is a complete one
+
+    @classmethod
+    def read(cls, path: str | Path) -> DataCheckReport:
+        """The report at `path`; a file of another shape is an error naming it."""
+        path = Path(path)
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ValueError(f"{path}: not a tsm data-check report ({type(error).__name__}: {error})") from None
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `data` that `cls` has (a newer writer's extra fields are ignored)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def _value_stats(data: dict[str, Any]) -> ValueStats:
+    data = _known(ValueStats, data)
+    data["variates"] = Range(**_known(Range, data["variates"]))
+    return ValueStats(**data)
 
 
 # --------------------------------------------------------------------------------------------- problems
@@ -233,22 +366,20 @@ class _Totals:
         self.inf += int(stats.inf.sum())
         self.overflow += stats.overflow
 
-    def summary(self) -> dict:
+    def summary(self, dtype: pa.DataType) -> ValueStats:
         variates = np.concatenate(self.variates) if self.variates else np.zeros(0, np.int64)
-        return {
-            "variates": {"min": int(variates.min()) if len(variates) else 0, "max": int(variates.max(initial=0))},
-            "values": self.values, "nan": self.nan, "nan_fraction": self.nan / max(self.values, 1),
-            "inf": self.inf, "inf_fraction": self.inf / max(self.values, 1), "float32_overflow": self.overflow,
-        }
+        return ValueStats(
+            dtype=str(dtype), variates=Range(int(variates.min()) if len(variates) else 0, int(variates.max(initial=0))),
+            values=self.values, nan=self.nan, nan_fraction=self.nan / max(self.values, 1),
+            inf=self.inf, inf_fraction=self.inf / max(self.values, 1), float32_overflow=self.overflow)
 
 
-def _length_summary(lengths: np.ndarray) -> dict:
+def _length_summary(lengths: np.ndarray) -> LengthStats | None:
     if len(lengths) == 0:
-        return {}
+        return None
     p5, median, p95 = np.percentile(lengths, [5, 50, 95])
-    return {"min": int(lengths.min()), "p5": round(float(p5), 1), "median": round(float(median), 1),
-            "p95": round(float(p95), 1),
-            "max": int(lengths.max()), "mean": float(lengths.mean())}
+    return LengthStats(min=int(lengths.min()), p5=round(float(p5), 1), median=round(float(median), 1),
+                       p95=round(float(p95), 1), max=int(lengths.max()), mean=float(lengths.mean()))
 
 
 class _CorpusCheck:
@@ -324,30 +455,30 @@ def _is_timestamp_list(kind: pa.DataType) -> bool:
     return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_timestamp(kind.value_type)
 
 
-def validate_corpus(path: str | Path, min_length: int | None, progress: bool = True) -> dict:
-    """Check one corpus; returns its report (`ok` is False and `errors` lists why when it is unusable).
+def check_corpus(path: str | Path, min_length: int | None, progress: bool = True) -> DatasetCheck:
+    """Check one corpus; `ok` is False and `errors` lists why when it is unusable.
 
     `min_length` is min_past + prediction_length of the training config: shorter series are counted as
     too short (the trainer skips them). None checks only that series are non-empty.
     """
     began = time.perf_counter()
-    report: dict = {"dataset": str(path), "ok": False, "errors": [], "warnings": [], "min_length": min_length}
+    report = DatasetCheck(dataset=str(path), ok=False, min_length=min_length)
     try:
         table, source = open_dataset_table(path)
     except DataError as exc:
-        report["errors"].append(str(exc))
+        report.errors.append(str(exc))
         return report
-    report["schema"] = {name: str(table.schema.field(name).type) for name in table.column_names}
-    report["num_series"] = table.num_rows
-    report["errors"] = _schema_errors(table, source)
-    if report["errors"]:
+    report.schema = {name: str(table.schema.field(name).type) for name in table.column_names}
+    report.num_series = table.num_rows
+    report.errors = _schema_errors(table, source)
+    if report.errors:
         return report
 
     covariates = [name for name in (PAST_COVARIATES, FUTURE_COVARIATES) if name in table.column_names]
     check = _CorpusCheck(source, covariates, min_length)
     columns = [TARGET, *covariates] + ([TIMESTAMP] if TIMESTAMP in table.column_names else [])
     start = 0
-    with tqdm(total=table.num_rows, unit=" series", unit_scale=True, desc=f"validate {Path(path).name}",
+    with tqdm(total=table.num_rows, unit=" series", unit_scale=True, desc=f"check {Path(path).name}",
               disable=not progress, mininterval=0.5) as bar:
         for batch in table.select(columns).to_batches(max_chunksize=BATCH_ROWS):
             check.batch(batch, start)
@@ -356,70 +487,67 @@ def validate_corpus(path: str | Path, min_length: int | None, progress: bool = T
 
     lengths = np.concatenate(check.target.lengths) if check.target.lengths else np.zeros(0, np.int64)
     series = check.series
-    report.update({
-        "length": _length_summary(lengths),
-        "target": {"dtype": str(table.schema.field(TARGET).type), **check.target.summary()},
-        "series": {"total": table.num_rows, **{k: series[k] for k in SERIES_COUNTS}, **series},
-        "covariates": {name: {"dtype": str(table.schema.field(name).type), **totals.summary()}
-                       for name, totals in check.covariate_totals.items()},
-    })
-    report["errors"] = check.fatal.messages()
+    report.length = _length_summary(lengths)
+    report.target = check.target.summary(table.schema.field(TARGET).type)
+    report.series = SeriesCounts(total=table.num_rows, **{k: series[k] for k in SERIES_COUNTS})
+    report.covariates = {name: totals.summary(table.schema.field(name).type)
+                         for name, totals in check.covariate_totals.items()}
+    report.errors = check.fatal.messages()
     if series["usable"] == 0 and not check.fatal.counts.get("corrupted"):
-        report["errors"].append(
+        report.errors.append(
             f"{source}: no usable series: {table.num_rows:,} rows, of which {series['empty']:,} empty, "
             f"{series['too_short']:,} shorter than {min_length} (min_past + prediction_length), "
             f"{series['all_nan']:,} all NaN.")
     if check.target.overflow:
-        report["warnings"].append(f"{source}: column '{TARGET}': {check.target.overflow:,} float64 values exceed "
-                                  "the float32 range and will read as inf")
-    report["warnings"] += check.warn.messages()
-    report["ok"] = not report["errors"]
+        report.warnings.append(f"{source}: column '{TARGET}': {check.target.overflow:,} float64 values exceed "
+                               "the float32 range and will read as inf")
+    report.warnings += check.warn.messages()
+    report.ok = not report.errors
     seconds = time.perf_counter() - began
-    report["seconds"] = round(seconds, 3)
-    report["series_per_second"] = round(table.num_rows / max(seconds, 1e-9))
+    report.seconds = round(seconds, 3)
+    report.series_per_second = round(table.num_rows / max(seconds, 1e-9))
     return report
 
 
 # ----------------------------------------------------------------------------------------- several
-def summarise(report: dict) -> str:
+def summarise(report: DatasetCheck) -> str:
     """A few lines for people; the JSON report has everything."""
-    head = f"{'OK  ' if report['ok'] else 'FAIL'} {report['dataset']}"
-    if "series" not in report:
-        return "\n".join([head, *(f"  error: {e}" for e in report["errors"])])
-    s, length, target = report["series"], report["length"], report["target"]
+    head = f"{'OK  ' if report.ok else 'FAIL'} {report.dataset}"
+    s, length, target = report.series, report.length, report.target
+    if s is None or target is None:
+        return "\n".join([head, *(f"  error: {e}" for e in report.errors)])
+    shown = (f"min {length.min} p5 {length.p5} median {length.median} p95 {length.p95} max {length.max}"
+             if length is not None else "min None p5 None median None p95 None max None")
     lines = [
-        f"{head}: {s['total']:,} series ({s['usable']:,} usable), {target['dtype']}, "
-        f"variates {target['variates']['min']}-{target['variates']['max']}",
-        f"  length min {length.get('min')} p5 {length.get('p5')} median {length.get('median')} "
-        f"p95 {length.get('p95')} max {length.get('max')}",
-        f"  NaN {target['nan_fraction']:.2%} inf {target['inf_fraction']:.2%}; series: {s['empty']:,} empty, "
-        f"{s['all_nan']:,} all-NaN, {s['constant']:,} constant"
-        + (f", {s['too_short']:,} too short (< {report['min_length']})" if report["min_length"] else "")
-        + (f", {s['unsorted_timestamps']:,} with unsorted timestamps"
-                                          if s.get("unsorted_timestamps") else ""),
+        f"{head}: {s.total:,} series ({s.usable:,} usable), {target.dtype}, "
+        f"variates {target.variates.min}-{target.variates.max}",
+        f"  length {shown}",
+        f"  NaN {target.nan_fraction:.2%} inf {target.inf_fraction:.2%}; series: {s.empty:,} empty, "
+        f"{s.all_nan:,} all-NaN, {s.constant:,} constant"
+        + (f", {s.too_short:,} too short (< {report.min_length})" if report.min_length else "")
+        + (f", {s.unsorted_timestamps:,} with unsorted timestamps" if s.unsorted_timestamps else ""),
     ]
-    for name, cov in report["covariates"].items():
-        lines.append(f"  {name}: {cov['variates']['min']}-{cov['variates']['max']} variates, "
-                     f"NaN {cov['nan_fraction']:.2%}")
-    lines += [f"  error: {e}" for e in report["errors"]]
-    lines += [f"  warning: {w}" for w in report["warnings"][:10]]
-    if len(report["warnings"]) > 10:
-        lines.append(f"  ... {len(report['warnings']) - 10} more warnings in the JSON report")
-    lines.append(f"  checked in {report['seconds']:.2f} s ({report['series_per_second']:,} series/s)")
+    for name, cov in report.covariates.items():
+        lines.append(f"  {name}: {cov.variates.min}-{cov.variates.max} variates, NaN {cov.nan_fraction:.2%}")
+    lines += [f"  error: {e}" for e in report.errors]
+    lines += [f"  warning: {w}" for w in report.warnings[:10]]
+    if len(report.warnings) > 10:
+        lines.append(f"  ... {len(report.warnings) - 10} more warnings in the JSON report")
+    lines.append(f"  checked in {report.seconds:.2f} s ({report.series_per_second:,} series/s)")
     return "\n".join(lines)
 
 
-def validate(paths: Sequence[str | Path], min_length: int | None, output: str | Path | None,
-             progress: bool = True) -> bool:
-    """Check every corpus, write the JSON report to `output`, print a summary; True if all are usable."""
-    reports = [validate_corpus(path, min_length, progress=progress) for path in paths]
-    ok = all(r["ok"] for r in reports)
+def check(paths: Sequence[str | Path], min_length: int | None, output: str | Path | None,
+          progress: bool = True, summary: str | Path | None = None) -> DataCheckReport:
+    """Check every corpus, write the JSON report to `output` (and the printed summary to `summary`), print
+    the summary; the report's `ok` is True when every corpus is usable."""
+    report = DataCheckReport(ok=False, min_length=min_length,
+                             datasets=[check_corpus(path, min_length, progress=progress) for path in paths])
+    report.ok = all(d.ok for d in report.datasets)
     if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        temporary = output.with_name(f".{output.name}.tmp")
-        temporary.write_text(json.dumps({"ok": ok, "min_length": min_length, "datasets": reports}, indent=2))
-        temporary.replace(output)  # a report that exists is a complete one
-    for report in reports:
-        print(summarise(report))
-    return ok
+        report.write(output)
+    text = "\n".join(summarise(d) for d in report.datasets)
+    if summary is not None:
+        write_text(summary, text + "\n")
+    print(text)
+    return report

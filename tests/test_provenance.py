@@ -13,9 +13,8 @@ import pytest
 
 import tsm
 from tests.conftest import random_walks, tiny_config, write_corpus
-from tsm.train import provenance
-from tsm.train.loop import train
-from tsm.train.provenance import (
+from tsm import provenance
+from tsm.provenance import (
     PROVENANCE_FILE,
     RANDOM_INIT,
     corpus_record,
@@ -23,6 +22,7 @@ from tsm.train.provenance import (
     read_provenance,
     training_corpora,
 )
+from tsm.train.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """tsm report: a real (tiny) run folder built here (two trained stages, two real benchmark datasets,
-`evaluate`'s CSVs, a validation report and Snakemake benchmark files measured by Snakemake's own
+`evaluate`'s CSVs, the data checks' report and Snakemake benchmark files measured by Snakemake's own
 benchmark code), the report built through the CLI, and its HTML parsed and checked against the run's
 numbers; missing or broken parts give notes."""
 
@@ -19,20 +19,30 @@ from snakemake.benchmark import benchmarked, write_benchmark_records
 
 from tests.conftest import random_walks, tiny_config, write_corpus
 from tsm.cli import main
+from tsm.data.checks import DataCheckReport, check
 from tsm.data.competitions import build_competition_dataset
-from tsm.data.validate import summarise, validate
 from tsm.eval.benchmark import evaluate, load_benchmark, load_windows, pipeline_forecaster, relative_scores
+from tsm.layout import (
+    DATA_CHECK_REPORT,
+    DATA_CHECK_SUMMARY,
+    MODEL_SELECTION,
+    RESOLVED_CONFIG,
+    TENSORBOARD,
+    TRAINING_SUMMARY,
+)
+from tsm.records import Leg, TrainingSummary
 from tsm.report import build_report
+from tsm.report.finetune import change_cell
 from tsm.report.forecasts import forecast_datasets, load_pipeline, pick_windows
-from tsm.report.plots import benchmark_curves, format_seconds, validation_curves
-from tsm.report.runfiles import Scalars, StageRun
-from tsm.report.sections import split_report, validation_tables
+from tsm.report.html import number
+from tsm.report.plots import NONFINITE_LABEL, benchmark_curves, format_seconds, validation_curves
+from tsm.report.runfiles import DATA_CHECKS, Scalars, StageRun, read_scalars, read_stage
+from tsm.report.sections import data_check_tables
 from tsm.train.loop import train
-from tsm.train.selection import SELECTION_FILE
 
-LITE_OFFLINE = Path(__file__).resolve().parents[1] / "config" / "benchmarks" / "lite-offline.yaml"
+LITE_OFFLINE = Path(__file__).resolve().parents[2] / "config" / "benchmarks" / "lite-offline.yaml"
 DATASETS = ("monash_m1_yearly", "monash_m1_quarterly")
-SECTIONS = ("summary", "training", "benchmark", "forecasts", "validation", "runtimes")
+SECTIONS = ("summary", "training", "benchmark", "forecasts", "data-checks", "runtimes")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -80,12 +90,11 @@ def run(tmp_path_factory) -> dict:
         results[name] = measured(timings / f"evaluate_{name}.tsv", write_benchmark_csv, [model], benchmark, root,
                                  run_dir / "benchmark" / f"{name}.csv")
 
-    # The data validation as `tsm data validate` writes it: the JSON report and the printed summary.
-    validation = run_dir / "validation"
+    # The data checks as `tsm data check --output report.json > summary.txt` leave them.
+    checks = run_dir / DATA_CHECKS
     min_length = 64  # longer than every M1 yearly series (max 58): a failed check, with an error to show
-    validate([corpus, root / DATASETS[0]], min_length, validation / "report.json", progress=False)
-    report = json.loads((validation / "report.json").read_text())
-    (validation / "summary.txt").write_text("\n".join(summarise(r) for r in report["datasets"]) + "\n")
+    check([corpus, root / DATASETS[0]], min_length, checks / DATA_CHECK_REPORT, progress=False,
+          summary=checks / DATA_CHECK_SUMMARY)
 
     output = run_dir / "report.html"
     assert main(["report", "--run-dir", str(run_dir), "--output", str(output), "--benchmark", str(benchmark)]) == 0
@@ -237,14 +246,15 @@ def test_benchmark_table_shows_the_csv_scores_best_highlighted_and_the_verdict(r
 
 
 def test_summary_shows_stages_steps_losses_and_configs(run):
-    from tsm.report.runfiles import read_scalars
-
     summary = section(run["page"], "summary")
     facts = {card.find("div", **{"class": "label"}).text: card.find("div", **{"class": "value"}).text
              for card in summary.find_all("div", **{"class": "fact"})}
     assert facts["Run"] == "test" and facts["Stages"] == "stage1 → stage2" and facts["Optimizer steps"] == "12 + 6"
-    stage2_losses = read_scalars(run["dir"] / "stage2" / "tensorboard")["train/loss"].values
+    stage2_losses = read_scalars(run["dir"] / "stage2" / TENSORBOARD)["train/loss"].values
     assert facts["Final loss"] == f"{stage2_losses[-1]:.4f}"
+    # Started: the trainer's summary's first leg of the first stage (training-summary.json, not the log).
+    started = TrainingSummary.read(run["dir"] / "stage1").legs[0].started
+    assert facts["Started"] == pd.Timestamp(started).tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC")
     recorded = sum(pd.read_csv(path, sep="\t")["s"].item() for path in (run["dir"] / "benchmarks").glob("*.tsv"))
     # The sum's last bit depends on the order of addition, which can flip the shown rounding.
     shown = {f"{format_seconds(recorded + nudge)} all rules" for nudge in (-1e-6, 0.0, 1e-6)}
@@ -255,28 +265,38 @@ def test_summary_shows_stages_steps_losses_and_configs(run):
     assert rows["stage1"][3] == "128 → 32" and rows["stage2"][3] == "256 → 32"
     assert rows["stage2"][6] == "6" and rows["stage2"][7] == f"{stage2_losses[-1]:.4f}"
     configs = summary.find_all("details")
-    assert [d.find("summary").text for d in configs] == [f"{s}: resolved_config.yaml" for s in ("stage1", "stage2")]
-    assert configs[1].find("pre").text == (run["dir"] / "stage2" / "resolved_config.yaml").read_text()
+    assert [d.find("summary").text for d in configs] == [f"{s}: {RESOLVED_CONFIG}" for s in ("stage1", "stage2")]
+    assert configs[1].find("pre").text == (run["dir"] / "stage2" / RESOLVED_CONFIG).read_text()
 
 
-def test_validation_and_rule_times(run):
-    report = json.loads((run["dir"] / "validation" / "report.json").read_text())
-    validation = section(run["page"], "validation")
-    figures, corpora = validation.find_all("table")[:2]
-    assert [[c.text for c in row] for row in table_rows(figures)] == [["ok", "no"], ["min_length", "64"]]
+def test_data_checks_and_rule_times(run):
+    report = DataCheckReport.read(run["dir"] / DATA_CHECKS / DATA_CHECK_REPORT)
+    checks = section(run["page"], "data-checks")
+    verdict = checks.find("p", **{"class": "headline"})
+    assert "bad" in verdict.classes()
+    assert verdict.text.startswith(f"1 of 2 corpora failed the data checks (training would stop on them): "
+                                   f"data/benchmarks/{DATASETS[0]}.")
+    assert "at least 64 steps" in verdict.text
+    corpora = checks.find("table")
     header = [th.text for th in corpora.find_all("th")]
     rows = {cells[0].text: [c.text for c in cells] for cells in table_rows(corpora)}
     assert list(rows) == ["data/train", f"data/benchmarks/{DATASETS[0]}"]  # named relative to the run folder
-    assert [d["dataset"] for d in report["datasets"]] == [str(run["dir"] / name) for name in rows]
+    assert [d.dataset for d in report.datasets] == [str(run["dir"] / name) for name in rows]
+    train_check, yearly_check = report.datasets
     yearly = rows[f"data/benchmarks/{DATASETS[0]}"]
-    assert yearly[header.index("num_series")] == "181" and yearly[header.index("ok")] == "no"
-    assert yearly[header.index("errors")] == "1" and rows["data/train"][header.index("errors")] == "0"
-    # the validator's error is listed under the table
-    assert any("no usable series" in li.text for li in validation.find("ul", **{"class": "messages"}).find_all("li"))
-    nested = validation.find("details")
-    nested_rows = {cells[0].text: [c.text for c in cells[1:]] for cells in table_rows(nested.find("table"))}
-    assert nested_rows["length.max"] == [f"{d['length']['max']:,}" for d in report["datasets"]]
-    assert validation.find("pre").text == (run["dir"] / "validation" / "summary.txt").read_text()
+    assert yearly[header.index("Series")] == "181" == f"{yearly_check.num_series:,}"
+    assert yearly[header.index("OK")] == "no" and rows["data/train"][header.index("OK")] == "yes"
+    assert yearly[header.index("Too short")] == f"{yearly_check.series.too_short:,}"
+    assert yearly[header.index("Max")] == f"{yearly_check.length.max:,}"
+    assert yearly[header.index("Errors")] == "1" and rows["data/train"][header.index("Errors")] == "0"
+    assert rows["data/train"][header.index("Usable")] == f"{train_check.series.usable:,}"
+    # the checks' error is listed under the table
+    assert any("no usable series" in li.text for li in checks.find("ul", **{"class": "messages"}).find_all("li"))
+    everything = checks.find("details")
+    nested_rows = {cells[0].text: [c.text for c in cells[1:]] for cells in table_rows(everything.find("table"))}
+    assert nested_rows["length p95"] == [f"{d.length.p95:.4g}" for d in report.datasets]
+    assert nested_rows["target values"] == [f"{d.target.values:,}" for d in report.datasets]
+    assert checks.find("pre").text == (run["dir"] / DATA_CHECKS / DATA_CHECK_SUMMARY).read_text()
 
     runtimes = section(run["page"], "runtimes")
     rules = [cells[0].text for cells in table_rows(runtimes.find("table"))]
@@ -334,8 +354,9 @@ def test_partial_and_broken_parts_give_notes_not_a_crash(run, tmp_path):
     (run_dir / "stage1" / "tensorboard").rename(run_dir / "stage1" / "tb-moved")
     (run_dir / "benchmark").mkdir()
     (run_dir / "benchmark" / "stage1.csv").write_text("dataset,model,score\nx,y,1\n")  # wrong columns
-    (run_dir / "validation").mkdir()
-    (run_dir / "validation" / "summary.txt").write_text("only the summary\n")
+    (run_dir / DATA_CHECKS).mkdir()
+    (run_dir / DATA_CHECKS / DATA_CHECK_SUMMARY).write_text("only the summary\n")
+    (run_dir / "stage1" / TRAINING_SUMMARY).unlink()  # a run from before the trainer wrote one
     output = build_report(run_dir, run_dir / "report.html", benchmark=run["benchmark"], datasets_root=tmp_path / "no",
                           series_per_dataset=2)
     notes = notes_by_section(output)
@@ -344,8 +365,9 @@ def test_partial_and_broken_parts_give_notes_not_a_crash(run, tmp_path):
     assert "No TensorBoard scalars" in notes["training"][0]
     assert "stage1's final checkpoint" in notes["forecasts"][0]
     assert sum("is missing" in n for n in notes["forecasts"]) == len(DATASETS)
-    assert "report.json is missing" in notes["validation"][0]
-    assert section(parse(output.read_text()), "validation").find("pre").text == "only the summary\n"
+    assert any("no training summary" in n and "training-summary.json is missing" in n for n in notes["summary"])
+    assert f"{DATA_CHECK_REPORT} is missing" in notes["data-checks"][0]
+    assert section(parse(output.read_text()), "data-checks").find("pre").text == "only the summary\n"
 
 
 def test_cli_reports_a_missing_run_folder(tmp_path, capsys):
@@ -353,14 +375,39 @@ def test_cli_reports_a_missing_run_folder(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_validation_report_is_read_generically():
-    scalars, corpora = split_report({"version": 2, "items": [{"name": "a", "rows": 3, "stats": {"mean": 1.5}},
-                                                             {"name": "b", "rows": 4, "bad": [1, 2]}]})
-    assert scalars == {"version": 2}
-    assert list(corpora) == ["a", "b"] and corpora["b"]["bad"] == [1, 2]
-    assert split_report({"x": {"rows": 1}, "y": {"rows": 2}})[1] == {"x": {"rows": 1}, "y": {"rows": 2}}
-    assert split_report([1, 2]) == ({}, {})
-    assert "no per-corpus figures" in " ".join(validation_tables({"ok": True}))
+def test_a_data_check_report_of_another_shape_is_named_not_guessed(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / DATA_CHECKS).mkdir(parents=True)
+    (run_dir / DATA_CHECKS / DATA_CHECK_REPORT).write_text(json.dumps({"items": [{"name": "a", "rows": 3}]}))
+    (run_dir / DATA_CHECKS / DATA_CHECK_SUMMARY).write_text("printed\n")
+    output = build_report(run_dir, run_dir / "report.html")
+    [note] = notes_by_section(output)["data-checks"]
+    assert f"{DATA_CHECK_REPORT}: not a tsm data-check report" in note
+    assert section(parse(output.read_text()), "data-checks").find("pre").text == "printed\n"
+    assert "no corpus" in " ".join(data_check_tables(DataCheckReport(ok=True, min_length=None, datasets=[])))
+
+
+def test_stage_figures_come_from_the_trainer_summary(tmp_path):
+    """Start, wall time, steps and status are read from training-summary.json (tsm.records), never the log;
+    a resumed run's legs add up, and a run that did not finish says so."""
+    folder = tmp_path / "stage1"
+    folder.mkdir()
+    (folder / RESOLVED_CONFIG).write_text("max_steps: 100\n")
+    (folder / "training.log").write_text("Done: 999 steps in 1.0s\n")  # never read
+    TrainingSummary(max_steps=100, last_loss=0.5, bad_steps=2, legs=[
+        Leg("2030-01-02T03:04:05+00:00", "2030-01-02T03:05:05+00:00", 0, 40, 60.0, "preempted"),
+        Leg("2030-01-02T04:00:00+00:00", "2030-01-02T04:00:30+00:00", 40, 70, 30.0, "running"),
+    ]).write(folder)
+    stage = read_stage(folder)
+    assert stage.started.isoformat() == "2030-01-02T03:04:05+00:00"
+    assert stage.finished.isoformat() == "2030-01-02T04:00:30+00:00"
+    assert stage.steps == 70 and stage.seconds == 90.0 and stage.final_loss == 0.5  # no TensorBoard: the summary's
+    assert any("still running, or ended without finishing at step 70 of 100" in n for n in stage.notes)
+    assert any("2 step(s) with a non-finite loss" in n for n in stage.notes)
+    (folder / TRAINING_SUMMARY).unlink()
+    stage = read_stage(folder)
+    assert stage.started is None and stage.seconds is None and stage.steps is None
+    assert any("no training summary" in n for n in stage.notes)
 
 
 def test_benchmark_scores_logged_during_training_get_their_own_chart():
@@ -375,6 +422,31 @@ def test_benchmark_scores_logged_during_training_get_their_own_chart():
     wql_lines = [line for line in figure.axes[1].get_lines() if line.get_label() in ("stage1", "stage2")]
     assert [list(line.get_xdata()) for line in wql_lines] == [[5, 10], [15, 20]]  # stage 2 continues the axis
     assert benchmark_curves([StageRun("stage1", Path("s1"))]) is None
+
+
+def test_a_score_that_is_not_finite_is_shown_not_dropped():
+    """A diverged model's inf or NaN score keeps its step: a gap in the line, a red cross at the top of the
+    panel, and a note naming it."""
+    from tsm.report.sections import training_section
+
+    stage = StageRun("finetune", Path("ft"))
+    stage.scalars = {"train/loss": Scalars(np.array([2, 4, 6, 8]), np.array([3.0, 2.0, np.nan, 1.0])),
+                     "validation/wql": Scalars(np.array([0, 4, 8]), np.array([0.3, np.inf, 1.6e5])),
+                     "validation/loss": Scalars(np.array([0, 4, 8]), np.array([37.0, np.nan, 61.0]))}
+    figure = validation_curves([stage])
+    for ax, bad in zip(figure.axes, (np.nan, np.inf), strict=True):
+        [line] = [line for line in ax.get_lines() if line.get_label() == "finetune"]
+        assert list(line.get_xdata()) == [0, 4, 8]
+        assert np.isnan(line.get_ydata()[1]) and np.isfinite(line.get_ydata()[[0, 2]]).all()  # a gap
+        [cross] = [line for line in ax.get_lines() if line.get_label() == NONFINITE_LABEL]
+        assert list(cross.get_xdata()) == [4]
+        assert [t.get_text() for t in ax.texts] == [str(bad)]
+        assert np.isfinite(ax.get_ylim()).all()
+    assert NONFINITE_LABEL in [t.get_text() for t in figure.legends[0].get_texts()]
+    notes = parse(training_section([stage]).body).root.find_all("p", **{"class": "note"})
+    assert [n.text for n in notes] == ["Validation scores that are not finite, shown as red crosses at the top of "
+                                       "their panel (a gap in the line): finetune loss at step 4: nan; finetune "
+                                       "wql at step 4: inf."]
 
 
 def test_a_csv_of_several_models_keeps_their_names(tmp_path):
@@ -442,8 +514,9 @@ def test_finetune_report_shows_zero_shot_and_fine_tuned_side_by_side(finetune_ru
             start, tuned, naive = (scores.loc[(dataset, m), metric] for m in ("start", "finetune", "seasonal-naive"))
             shown = [c.text for c in cells[block * 4 : block * 4 + 4]]
             in_domain = "†" if dataset == DATASETS[1] else ""  # the fine-tune's corpus is this dataset's copy
-            assert shown == [f"{start:.4f}", f"{tuned:.4f}{in_domain}", f"{(tuned / start - 1) * 100:+.1f}%",
-                             f"{naive:.4f}"]
+            # The texts come from the scores as this machine computed them, through the report's own
+            # formatting: a wrecked model's WQL can be 0.9 on one machine and 146,592 (1.466e+05) on another.
+            assert shown == [number(start), number(tuned) + in_domain, change_cell(start, tuned).text, number(naive)]
             change = cells[block * 4 + 2].classes()
             assert ("better" in change) == (round((tuned / start - 1) * 100, 1) < 0)
             lowered += metric == "WQL" and tuned < start
@@ -452,18 +525,19 @@ def test_finetune_report_shows_zero_shot_and_fine_tuned_side_by_side(finetune_ru
     assert "geo. mean" in footer[0]
     for block, metric in enumerate(("WQL", "MASE")):
         start, tuned = relative.loc["start", metric], relative.loc["finetune", metric]
-        assert footer[1 + block * 4 : 5 + block * 4] == [f"{start:.4f}", f"{tuned:.4f}",
-                                                         f"{(tuned / start - 1) * 100:+.1f}%", "1.0000"]
+        assert footer[1 + block * 4 : 5 + block * 4] == [number(start), number(tuned), change_cell(start, tuned).text,
+                                                         number(1.0)]
     sentence = f"Fine-tuning lowered WQL on {lowered} of 2 dataset(s) compared."
     [verdict] = [p.text for p in benchmark.find_all("p") if p.text.startswith(sentence)]
     assert "The fine-tuned model was trained on 1 of them (in-domain, †)" in verdict
 
 
 def test_finetune_report_states_whether_fine_tuning_beat_the_start(finetune_run):
-    chosen = json.loads((finetune_run["dir"] / "finetune" / SELECTION_FILE).read_text())
+    chosen = json.loads((finetune_run["dir"] / "finetune" / MODEL_SELECTION).read_text())
     assert chosen["exported"] is None and not chosen["beat_start"]
-    expected = (f"Fine-tuning did not beat the start on validation_wql (start {chosen['start_score']:.4g}, best "
-                f"fine-tuned {chosen['best_score']:.4g} at step {chosen['best_step']}): "
+    best = (f", best fine-tuned {chosen['best_score']:.4g} at step {chosen['best_step']}"
+            if chosen["best_step"] is not None else "")  # None when no fine-tuned score was finite
+    expected = (f"Fine-tuning did not beat the start on validation_wql (start {chosen['start_score']:.4g}{best}): "
                 "final-checkpoint holds the last step's weights.")
     for anchor in ("summary", "benchmark"):
         headlines = [p.text for p in section(finetune_run["page"], anchor).find_all("p", **{"class": "headline"})]
@@ -494,7 +568,7 @@ def test_finetune_summary_sentences(tmp_path):
 
     assert read_finetune_summary(tmp_path) is None
     (tmp_path / "finetune").mkdir()
-    (tmp_path / "finetune" / SELECTION_FILE).write_text(json.dumps(
+    (tmp_path / "finetune" / MODEL_SELECTION).write_text(json.dumps(
         {"start_score": 0.9, "best_step": 40, "exported": "checkpoint-40", "metric": "composite", "beat_start": True}))
     text, beat = summary_sentence(read_finetune_summary(tmp_path))
     assert beat is True
@@ -506,16 +580,28 @@ def test_finetune_summary_sentences(tmp_path):
 
 
 def test_finetune_report_plots_validation_from_the_start_on(finetune_run):
+    """Every evaluation the trainer recorded is in the chart, the start at step 0, whatever the scores are:
+    the wrecked model's WQL is not finite on some machines (inf at step 4), and that point must be shown."""
     training = section(finetune_run["page"], "training")
     assert "validation during training" in [img.attrs.get("alt") for img in training.find_all("img")]
     stage = StageRun("finetune", finetune_run["dir"] / "finetune")
-    from tsm.report.runfiles import read_scalars
-
-    stage.scalars = read_scalars(stage.folder / "tensorboard")
+    stage.scalars = read_scalars(stage.folder / TENSORBOARD)
+    chosen = json.loads((finetune_run["dir"] / "finetune" / MODEL_SELECTION).read_text())
+    recorded = {e["step"]: e["score"] for e in chosen["history"]}
+    assert list(recorded) == [0, 4, 8]  # the start is step 0
+    logged = stage.scalars["validation/wql"]
+    assert list(logged.steps) == list(recorded), "TensorBoard lacks a validation score the trainer recorded"
     figure = validation_curves([stage])
     assert [ax.get_title() for ax in figure.axes] == ["validation loss during training",
                                                       "validation wql during training"]
     [line] = [line for line in figure.axes[1].get_lines() if line.get_label() == "finetune"]
-    chosen = json.loads((finetune_run["dir"] / "finetune" / SELECTION_FILE).read_text())
-    assert list(line.get_xdata()) == [e["step"] for e in chosen["history"]] == [0, 4, 8]  # the start is step 0
-    assert list(line.get_ydata()) == pytest.approx([e["score"] for e in chosen["history"]], rel=1e-6)
+    assert list(line.get_xdata()) == list(recorded)
+    finite = {step: score if np.isfinite(score) else np.nan for step, score in recorded.items()}
+    assert list(line.get_ydata()) == pytest.approx(list(finite.values()), rel=1e-6, nan_ok=True)
+    crosses = [line for line in figure.axes[1].get_lines() if line.get_label() == NONFINITE_LABEL]
+    assert [list(c.get_xdata()) for c in crosses] == ([[s for s in recorded if np.isnan(finite[s])]]
+                                                      if any(np.isnan(list(finite.values()))) else [])
+    notes = " ".join(n.text for n in training.find_all("p", **{"class": "note"}))
+    for step, score in recorded.items():
+        if not np.isfinite(score):
+            assert f"finetune wql at step {step}: {score}" in notes
