@@ -1,15 +1,29 @@
 """The multi-node launcher and the mpirun variable mapping (SLURM's scontrol is a small script on PATH)."""
 
+import contextlib
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_CONFIG
+from tests.conftest import TEST_CONFIG, save_yaml, tiny_config
 from tsm.config import TsmError
-from tsm.launch import Geometry, accelerate_command, map_mpi_environment, slurm_geometry
+from tsm.launch import (
+    Geometry,
+    combined_exit_status,
+    main_port,
+    map_mpi_environment,
+    rank_environment,
+    requeue,
+    slurm_geometry,
+)
+from tsm.records import TrainingSummary
 
 
 @pytest.fixture
@@ -32,18 +46,38 @@ def test_slurm_geometry_from_the_job(fake_scontrol):
     assert g == Geometry(num_machines=3, machine_rank=2, main_address="gpu07", main_port=29555,
                          processes_per_machine=8)
     assert g.num_processes == 24
-    cmd = accelerate_command(g, ["--config", "c.yaml"], cpu_threads_per_process=6)
-    joined = " ".join(cmd)
-    for part in ("--multi_gpu", "--num_machines 3", "--machine_rank 2", "--main_process_ip gpu07",
-                 "--main_process_port 29555", "--num_processes 24", "--num_cpu_threads_per_process 6",
-                 "-m tsm.train --config c.yaml"):
-        assert part in joined
+    env = rank_environment(g, 3, {"PATH": "/bin"}, use_cpu=False, threads=6)
+    assert {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                                "MASTER_PORT", "OMP_NUM_THREADS", "PATH")} == {
+        "RANK": "19", "WORLD_SIZE": "24", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": "29555", "OMP_NUM_THREADS": "6", "PATH": "/bin"}
+    assert "ACCELERATE_USE_CPU" not in env
+    assert rank_environment(g, 0, {}, use_cpu=True, threads=None)["ACCELERATE_USE_CPU"] == "true"
 
 
-def test_nodes_flag_wins_over_stripped_environment(fake_scontrol):
-    # the rule's shell sees almost no SLURM_* variables: --nodes gives the count
-    g = slurm_geometry({"SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "gpu[07-09]"}, 3, 8, 29500)
-    assert g.num_machines == 3
+def test_nodes_flag_wins_over_the_job(fake_scontrol):
+    # The rule's shell sees few SLURM_* variables, and a job may hold more nodes than the training uses.
+    g = slurm_geometry({"SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[07-09]", "SLURM_JOB_NUM_NODES": "3"},
+                       2, 8, 29500)
+    assert (g.num_machines, g.machine_rank, g.num_processes) == (2, 1, 16)
+    with pytest.raises(TsmError, match="--nodes 4 but the job holds 3 node"):
+        slurm_geometry({"SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "gpu[07-09]"}, 4, 8, 29500)
+
+
+def test_one_node_needs_no_slurm_and_a_free_port():
+    g = slurm_geometry({}, 1, 2)
+    assert (g.num_machines, g.machine_rank, g.main_address, g.num_processes) == (1, 0, "127.0.0.1", 2)
+    with socket.socket() as sock:  # the port was free
+        sock.bind(("127.0.0.1", g.main_port))
+    # Inside a bigger job too: one node's ranks meet on this host, not on the job's first node.
+    job = {"SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "gpu[07-09]", "SLURM_JOB_ID": "123"}
+    assert slurm_geometry(job, 1, 8, 29601).main_address == "127.0.0.1"
+
+
+def test_nodes_agree_on_the_main_port_without_talking():
+    ports = {main_port({"SLURM_JOB_ID": "1234567", "SLURM_NODEID": str(n)}, 4, None) for n in range(4)}
+    assert ports == {29500 + 4567}
+    assert main_port({"SLURM_JOB_ID": "1234567"}, 4, 31000) == 31000
 
 
 @pytest.mark.parametrize("env, fragment", [
@@ -53,6 +87,67 @@ def test_nodes_flag_wins_over_stripped_environment(fake_scontrol):
 def test_slurm_errors(fake_scontrol, env, fragment):
     with pytest.raises(TsmError, match=fragment):
         slurm_geometry(env, None, 8, 29500)
+
+
+@pytest.mark.parametrize("statuses, expected", [
+    ([0, 0], 0), ([75, 75], 75), ([75, 0], 75), ([1, 75], 1), ([75, -9], 137), ([-15, 3], 143),
+])
+def test_combined_exit_status(statuses, expected):
+    assert combined_exit_status(statuses) == expected
+
+
+def run_supervisor(tmp_path: Path, ranks: list[str], grace: float = 30.0) -> subprocess.Popen:
+    """A RankSupervisor over small Python "ranks", in a process of its own (it installs signal handlers)."""
+    code = (f"import sys; from tsm.launch import RankSupervisor; "
+            f"ranks = {ranks!r}; s = RankSupervisor([[sys.executable, '-c', r] for r in ranks], "
+            f"[{{'PATH': ''}}] * len(ranks), failure_grace_s={grace}); print(s.run(), flush=True)")
+    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+# A rank that checkpoints on SIGTERM: it writes a file a second later, then exits 75.
+CHECKPOINTING_RANK = ("import signal, sys, time, pathlib; stop = []; "
+                      "signal.signal(signal.SIGTERM, lambda *a: stop.append(1)); "
+                      "pathlib.Path('ready-{r}').touch(); "
+                      "[time.sleep(0.1) for _ in iter(lambda: bool(stop), True)]; time.sleep(1); "
+                      "pathlib.Path('saved-{r}').touch(); sys.exit(75)")
+
+
+def test_the_signal_reaches_every_rank_and_the_launcher_waits_for_their_checkpoint(tmp_path):
+    proc = run_supervisor(tmp_path, [CHECKPOINTING_RANK.format(r=r) for r in (0, 1)])
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready-{r}").exists() for r in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # to the launcher only: it must pass it on
+    out, err = proc.communicate(timeout=60)
+    assert out.strip() == "[75, 75]", err
+    assert (tmp_path / "saved-0").exists() and (tmp_path / "saved-1").exists()
+    assert "received SIGTERM" in err and re.search(r"ranks exited \d+ s after SIGTERM", err)
+
+
+def test_a_failed_rank_stops_the_others(tmp_path):
+    stuck = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    started = time.monotonic()
+    proc = run_supervisor(tmp_path, ["import sys; sys.exit(3)", stuck], grace=1.0)
+    out, err = proc.communicate(timeout=60)
+    assert out.strip() == "[3, -9]", err  # the rank stuck in a collective is killed after the grace
+    assert time.monotonic() - started < 30
+    assert combined_exit_status([3, -9]) == 3
+
+
+def test_requeue_only_after_progress(tmp_path, monkeypatch, capsys):
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    requeue({"SLURM_JOB_ID": "4242"}, (6, 6))
+    assert not calls.exists() and "no progress in this leg (stuck at step 6)" in capsys.readouterr().err
+    requeue({}, (0, 6))
+    assert not calls.exists()
+    requeue({"SLURM_JOB_ID": "4242"}, (6, 12))
+    assert calls.read_text() == "requeue 4242\n"
 
 
 def test_mpirun_variables_are_mapped(tmp_path):
@@ -96,3 +191,43 @@ def test_two_fake_nodes_on_loopback(fake_scontrol, tmp_path, corpus):
     log = (out / "training.log").read_text()
     assert "(2 processes" in log and "Step 4/4" in log
     assert (Path(out) / "final-checkpoint" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a_requeue(tmp_path, corpus):
+    """As slurmstepd delivers `--signal=TERM@T`: SIGTERM to every process of the step (tsm launch, its ranks,
+    their workers) at once, periodic saves off. The ranks finish their step and save, tsm launch waits for
+    them, exits 75 and requeues the job; the same command then resumes from that checkpoint and finishes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.calls"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    out = tmp_path / "run"
+    cfg = save_yaml(tiny_config(corpus, out, save_steps=100000, log_steps=1, dataloader_num_workers=1,
+                                max_steps=100000), tmp_path / "cfg.yaml")
+    command = [sys.executable, "-m", "tsm.cli", "launch", "--nodes", "1", "--gpus-per-node", "2", "--cpu",
+               "--cpu-threads-per-process", "1", "--requeue", "--", "--config", str(cfg)]
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    log = tmp_path / "launch.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not re.search(r"Step ([3-9]|\d\d+)/", log.read_text()) and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)  # the whole step at once
+        assert proc.wait(timeout=300) == 75, log.read_text()[-3000:]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # slurmstepd: whatever the task left behind
+    saved = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert saved and saved[-1] >= 3, log.read_text()[-3000:]
+    assert (out / f"checkpoint-{saved[-1]}" / "model.safetensors").is_file()
+    assert (tmp_path / "scontrol.calls").read_text() == "requeue 4242\n"
+    legs = TrainingSummary.read(out).legs
+    assert (legs[-1].first_step, legs[-1].last_step, legs[-1].status) == (0, saved[-1], "preempted")
+
+    resumed = subprocess.run([*command[:-2], "--config", str(cfg), "--max-steps", str(saved[-1] + 2)], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    legs = TrainingSummary.read(out).legs
+    assert [(leg.first_step, leg.last_step) for leg in legs] == [(0, saved[-1]), (saved[-1], saved[-1] + 2)]

@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tsm launch: error: {exc}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(argv)
-    from tsm.train.reliability import PREEMPTED_EXIT_CODE, Preempted
+    from tsm.launch import PREEMPTED_EXIT_CODE
+    from tsm.train.reliability import Preempted
 
     try:
         return args.func(args)

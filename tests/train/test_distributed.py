@@ -32,8 +32,8 @@ def run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
 def runs(tmp_path_factory) -> tuple[Path, Path]:
     two_ranks = tmp_path_factory.mktemp("two_ranks")
     reference = tmp_path_factory.mktemp("reference")
-    run([*LAUNCH, str(WORKER), str(two_ranks), "ddp,fsdp,fsdp_ac"], CPU_RANKS)
-    run([sys.executable, str(WORKER), str(reference), "ddp"])
+    run([*LAUNCH, str(WORKER), str(two_ranks), "ddp,fsdp,fsdp_ac,ddp_accum,fsdp_accum"], CPU_RANKS)
+    run([sys.executable, str(WORKER), str(reference), "ddp,ddp_accum"])
     return two_ranks, reference
 
 
@@ -74,6 +74,23 @@ def test_fsdp2_matches_one_process(runs, setup):
     got, _ = Chronos2Pipeline.from_pretrained(two_ranks / setup / "hf").predict_quantiles(series, 16)
     want, _ = Chronos2Pipeline.from_pretrained(reference / "ddp" / "hf").predict_quantiles(series, 16)
     assert torch.allclose(got[0], want[0], atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("setup", ["ddp_accum", "fsdp_accum"])
+def test_accumulation_on_two_ranks_is_one_step_on_the_whole_batch(runs, setup):
+    """2 ranks x 2 micro-batches of 2 series: the loss, gradient norm and gradients of one step on all 8."""
+    two_ranks, reference = runs
+    meta, state = load(two_ranks / setup)
+    ref_meta, ref = load(reference / "ddp_accum")
+    assert (meta["world_size"], meta["accumulation"], ref_meta["world_size"], ref_meta["accumulation"]) == (2, 2, 1, 1)
+    assert meta["sharded"] == (setup == "fsdp_accum")
+    assert meta["samples"] == 2 * 2 and ref_meta["samples"] == 8  # what one rank read
+    assert meta["loss"] == pytest.approx(ref_meta["loss"], rel=1e-6)
+    assert meta["grad_norm"] == pytest.approx(ref_meta["grad_norm"], rel=1e-5)
+    largest = max(g.abs().max().item() for g in ref["grads"].values())
+    assert state["grads"].keys() == ref["grads"].keys() and largest > 0
+    for name, g in ref["grads"].items():
+        torch.testing.assert_close(state["grads"][name], g, rtol=1e-4, atol=1e-5 * largest, msg=name)
 
 
 def test_fsdp_checkpoint_resumes_on_two_ranks_and_in_one_process(tmp_path, corpus):

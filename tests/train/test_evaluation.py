@@ -55,6 +55,28 @@ def test_evaluation_during_training_keeps_the_best(tmp_path, corpus, tiny_benchm
     assert "Benchmark at step 4:" in log and "relative_wql=" in log
 
 
+@pytest.mark.parametrize("metric", ["wql", "mase", "composite"])
+def test_each_checkpoint_metric_ranks_by_its_own_score(tmp_path, corpus, tiny_benchmark, metric):
+    spec, root = tiny_benchmark
+    out = tmp_path / "run"
+    train(tiny_config(corpus, out, max_steps=4, save_steps=100, benchmark_config=str(spec),
+                      benchmark_datasets_root=str(root), benchmark_eval_steps=2, benchmark_checkpoint_metric=metric,
+                      learning_rate=3e-3, **{"benchmark_composite_weights.wql": 1.0,
+                                             "benchmark_composite_weights.mase": 3.0}))
+    chosen = json.loads((out / MODEL_SELECTION).read_text())
+
+    def own(entry: dict) -> float:  # the score `metric` stands for, from the relative scores the run recorded
+        wql, mase = entry["relative_wql"], entry["relative_mase"]
+        return {"wql": wql, "mase": mase, "composite": (1.0 * wql + 3.0 * mase) / 4.0}[metric]
+
+    assert chosen["metric"] == metric and [e["step"] for e in chosen["history"]] == [2, 4]
+    for entry in chosen["history"]:
+        assert entry["relative_wql"] != pytest.approx(entry["relative_mase"], rel=1e-3)  # a wrong one would show
+        assert entry["score"] == pytest.approx(own(entry), rel=1e-12)
+    best = min(chosen["history"], key=lambda e: (own(e), e["step"]))
+    assert chosen["best_checkpoints"][0]["step"] == best["step"]
+
+
 def test_missing_benchmark_dataset_fails_before_training(tmp_path, corpus, tiny_benchmark):
     spec, _ = tiny_benchmark
     with pytest.raises(ConfigError, match="monash_m3_yearly is missing.*tsm data build-offline"):

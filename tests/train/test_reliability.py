@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 from tests.conftest import random_walks, save_yaml, tiny_config, write_corpus
 from tsm.config import ConfigError, TsmError
+from tsm.launch import PREEMPTED_EXIT_CODE
 from tsm.train.loop import train
-from tsm.train.reliability import PREEMPTED_EXIT_CODE, BadStepGuard, is_valid_checkpoint
+from tsm.train.reliability import BadStepGuard, is_valid_checkpoint
 
 CPU_RANKS = {**os.environ, "ACCELERATE_USE_CPU": "true"}
 

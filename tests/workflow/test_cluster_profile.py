@@ -1,112 +1,71 @@
 """The SLURM profile end to end: the real snakemake slurm executor plugin submits every rule to fake SLURM
-commands (fake_slurm/, first on PATH) that run the jobs on this machine; the training rules run as 2-node
-jobs whose srun starts one `tsm launch` per fake node, and the two nodes' ranks meet over loopback."""
+commands (fake_slurm/, first on PATH) that run the jobs on this machine. On 1 node the training rule runs
+`tsm launch` (a step of its own, overlapping the jobstep's) with the node's 2 ranks; on 2 nodes its srun
+starts one `tsm launch` per fake node, and the two nodes' ranks meet over loopback."""
 
-import contextlib
 import json
-import os
-import shutil
-import signal
-import subprocess
-from pathlib import Path
+import re
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-FAKE_SLURM = Path(__file__).resolve().parent / "fake_slurm"
-
-# The reduced run of test_workflow.py, on top of config/cluster.yaml: synthetic data instead of the hub, the
-# offline tiny benchmark, the test model, and one CPU rank per node (the nodes have no GPUs).
-TINY_BENCHMARK = {"name": "tiny", "datasets": [
-    {"name": "monash_m3_yearly", "offset": -6, "prediction_length": 6, "num_rolls": 1, "freq": "Y"},
-    {"name": "monash_tourism_quarterly", "offset": -8, "prediction_length": 8, "num_rolls": 1, "freq": "Q"},
-]}
-TINY_CLUSTER = {
-    "run": "ci",
-    "data": {"source": "synth",
-             "synth": {"kind": "mix", "num_series": 200, "min_length": 200, "max_length": 600, "seed": 0}},
-    "benchmark": {"config": "tiny-benchmark.yaml", "offline": True},
-    "stage1": {"config": "config/training/chronos2-test.yaml",
-               "overrides": {"max_steps": 6, "save_steps": 3, "log_steps": 3, "context_length": 128,
-                             "model.d_model": 64, "model.d_ff": 128, "model.d_kv": 16}},
-    "stage2": {"config": "config/training/chronos2-test.yaml", "context_length": 256,
-               "overrides": {"max_steps": 4, "save_steps": 2, "log_steps": 2}},
-    "launch": {"processes_per_node": 1, "use_cpu": True, "cpu_threads_per_process": 1},
-}
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    workdir = tmp_path / "repo"
-    workdir.mkdir()
-    for name in ("Snakefile", "workflow", "config", "profiles"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
-    (workdir / "tiny-cluster.yaml").write_text(yaml.safe_dump(TINY_CLUSTER))
-    (workdir / "tiny-benchmark.yaml").write_text(yaml.safe_dump(TINY_BENCHMARK))
-    state = tmp_path / "slurm"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
-    env.update({
-        "PATH": f"{FAKE_SLURM}{os.pathsep}{env['PATH']}", "FAKE_SLURM_STATE": str(state),
-        "FAKE_SLURM_ACCOUNTS": "tsm-ci", "TSM_SLURM_ACCOUNT": "tsm-ci", "TSM_SLURM_PARTITION": "gpu",
-        "TSM_SLURM_NODES": "2", "TSM_SLURM_TRAIN_MINUTES": "30",
-    })
-    yield workdir, state, env
-    for job in state.glob("*.json"):  # a failed run leaves no fake job running
-        info = json.loads(job.read_text())
-        if not (state / f"{info['id']}.rc").exists():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(info["pid"], signal.SIGTERM)  # its srun passes it on to the tasks
+from tests.workflow.conftest import TINY_CLUSTER, rule_logs, run_profile, submitted_jobs
 
 
 @pytest.mark.slow
-def test_cluster_profile_runs_the_dag_with_two_node_training_jobs(cluster):
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_cluster_profile_runs_the_dag(cluster, nodes):
     workdir, state, env = cluster
-    # A --configfile on the command line replaces the profile's `configfiles`, so name all three. The status
-    # checks start after 1 s instead of 40 s (the fake jobs take seconds), and a failed job is not retried, so
-    # that its own log is the one shown.
-    result = subprocess.run(
-        ["snakemake", "--profile", "profiles/a100-cluster", "all",
-         "--configfiles", "config/config.yaml", "config/cluster.yaml", "tiny-cluster.yaml",
-         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1", "--retries", "0"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    env["TSM_SLURM_NODES"] = str(nodes)
+    ranks_per_node = 2 // nodes  # two ranks in all: both on the one node, or one on each of two
+    tiny = {**TINY_CLUSTER, "launch": {**TINY_CLUSTER["launch"], "processes_per_node": ranks_per_node}}
+    (workdir / "tiny-cluster.yaml").write_text(yaml.safe_dump(tiny))
+    result = run_profile(workdir, env)  # no retries: a failed job's own log is the one shown
     run = workdir / "results" / "ci"
     if result.returncode != 0:
-        logs = "".join(f"\n==> {log.name}\n{log.read_text()[-4000:]}" for log in sorted((run / "logs").glob("*.log")))
-        pytest.fail(f"snakemake failed:\n{result.stderr[-4000:]}\nrule logs:{logs}")
+        pytest.fail(f"snakemake failed:\n{result.stderr[-4000:]}\nrule logs:{rule_logs(run)}")
 
-    submitted = [json.loads(path.read_text()) for path in state.glob("*.json")]  # one per sbatch
+    submitted = submitted_jobs(state)
     for info in submitted:
         assert (state / f"{info['id']}.rc").read_text().strip() == "0", info
     jobs = {info["options"]["comment"].removeprefix("rule_"): info for info in submitted}
     assert len(jobs) == len(submitted)  # no rule submitted twice
-    assert set(jobs) == {"synth_train", "download_eval", "check_data", "train_stage1", "train_stage2",
+    # download_eval is a local rule: it runs where Snakemake runs (compute nodes often lack internet)
+    assert set(jobs) == {"synth_train", "check_data", "train_stage1", "train_stage2",
                          "evaluate_wildcards_seasonal-naive", "evaluate_wildcards_stage1",
                          "evaluate_wildcards_stage2", "report"}
+    assert (run / "logs" / "download_eval.log").is_file()
+    calls = (state / "calls.log").read_text().splitlines()
     for rule, info in jobs.items():
         argv = info["argv"]
-        assert {"-A", "tsm-ci", "-p", "gpu", "--parsable"} <= set(argv)
-        if rule.startswith("train_"):  # one 2-node job: one task per node, the nodes to itself
-            assert {"--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--exclusive", "--gres=gpu:1",
-                    "--signal=TERM@300"} <= set(argv), argv
-            assert argv[argv.index("-t") + 1] == "30" and not any("ntasks-per-gpu" in a for a in argv)
-            assert info["nodelist"] == "127.0.0.[1-2]"
-        else:
-            assert info["nodes"] == 1 and "--ntasks=1" in argv, argv
-
-    calls = (state / "calls.log").read_text().splitlines()
-    for rule in ("train_stage1", "train_stage2"):
-        steps = [c for c in calls if c.startswith(f"srun {jobs[rule]['id']} ")]
-        assert len(steps) == 1 and "ntasks=2 nodes=2 --ntasks-per-node=1" in steps[0], steps
-        assert "tsm launch --nodes 2 --cpu --gpus-per-node 1" in steps[0]
-    assert calls.count("scontrol show hostnames '127.0.0.[1-2]'") == 4  # each node's launcher, both stages
+        assert {"-A", "tsm-ci", "--parsable", "--requeue"} <= set(argv)
+        if not rule.startswith("train_"):  # CPU jobs on the CPU partition
+            assert argv[argv.index("-p") + 1] == "cpu" and info["nodes"] == 1 and "--ntasks=1" in argv, argv
+            continue
+        # the training job holds its nodes whole, one task per node, the warning signal 300 s before the limit
+        assert argv[argv.index("-p") + 1] == "gpu"
+        required = {f"--nodes={nodes}", "--exclusive", f"--gres=gpu:{ranks_per_node}", "--signal=TERM@300"}
+        if nodes > 1:
+            required |= {"--ntasks=2", "--ntasks-per-node=1"}
+        assert required <= set(argv), argv
+        assert argv[argv.index("-t") + 1] == "30" and not any("ntasks-per-gpu" in a for a in argv)
+        assert info["nodelist"] == ("127.0.0.1" if nodes == 1 else "127.0.0.[1-2]")
+        cpus = next(a for a in argv if a.startswith("--cpus-per-task="))
+        steps = [c for c in calls if c.startswith(f"srun {info['id']} ")]
+        launch = f"{cpus} tsm launch --nodes {nodes} --cpu --gpus-per-node {ranks_per_node} "
+        if nodes == 1:  # the jobstep's own step runs the rule, whose srun makes tsm launch a task of its own
+            assert len(steps) == 2 and "ntasks=1 nodes=1 -n1" in steps[0] and cpus in steps[0], steps
+            assert f"ntasks=1 nodes=1 --overlap --ntasks=1 {launch}" in steps[1], steps
+        else:  # the batch step runs the rule, whose srun starts one tsm launch per node
+            assert len(steps) == 1 and f"ntasks=2 nodes=2 --ntasks-per-node=1 {launch}" in steps[0], steps
+        assert "--requeue --" in steps[-1]
+    assert sum(c.startswith("scontrol show hostnames") for c in calls) == (0 if nodes == 1 else 4)
 
     for stage, steps in (("stage1", 6), ("stage2", 4)):
         launch_log = (run / "logs" / f"train_{stage}.log").read_text()
-        for rank in (0, 1):
-            assert f"tsm launch: node {rank}/2, main 127.0.0.1:29500, 2 processes" in launch_log
-            assert f"--num_machines 2 --machine_rank {rank} --main_process_ip 127.0.0.1" in launch_log
+        lines = re.findall(r"tsm launch: node (\d)/(\d), main 127\.0\.0\.1:(\d+), 2 processes", launch_log)
+        assert sorted((node, total) for node, total, _ in lines) == [(str(n), str(nodes)) for n in range(nodes)]
+        assert len({port for _, _, port in lines}) == 1  # every node's ranks meet at one address
         training_log = (run / stage / "training.log").read_text()
         assert "(2 processes" in training_log and "x 2 ranks" in training_log
         assert f"Step {steps}/{steps}" in training_log

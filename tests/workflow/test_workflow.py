@@ -1,6 +1,7 @@
 """The Snakemake DAG for real: plan, lint, a reduced end-to-end run with 2 CPU ranks, and -R train_stage2."""
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,20 +52,37 @@ def test_dry_run_plans_the_whole_dag(workdir):
     assert "finetune" not in out
 
 
-def test_cluster_profile_plans_multinode_training_jobs(workdir):
+def plan_on_cluster(workdir: Path, nodes: int) -> str:
     result = subprocess.run(["snakemake", "--profile", "profiles/a100-cluster", "-n", "all"], cwd=workdir,
                             capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "TSM_SLURM_PARTITION": "gpuq", "TSM_SLURM_ACCOUNT": "acc",
-                                 "TSM_SLURM_NODES": "4"})
+                            env={**os.environ, "TSM_SLURM_PARTITION": "gpuq", "TSM_SLURM_ACCOUNT": "acc",
+                                 "TSM_SLURM_CPU_PARTITION": "cpuq", "TSM_SLURM_NODES": str(nodes)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
-    train = out[out.index("rule train_stage1:"):]
-    train = train[:train.index("rule ", 5)]
+    return result.stdout
+
+
+def test_cluster_profile_plans_multinode_training_jobs(workdir):
+    out = plan_on_cluster(workdir, 4)
+    train = planned_job(out, "results/base/stage1/final-checkpoint")
+    # 8 ranks x (4 threads + 4 DataLoader workers of chronos2-base.yaml) + the launcher
     for part in ("nodes=4", "tasks=4", "mpi=srun", "tasks_per_gpu=0", "gres=gpu:8", "slurm_partition=gpuq",
-                 "--ntasks-per-node=1 --exclusive", "srun --ntasks-per-node=1 --cpus-per-task=36 tsm launch --nodes 4",
-                 "--gpus-per-node 8", "config/training/chronos2-base.yaml"):
+                 "cpus_per_task=65", "--ntasks-per-node=1 --exclusive --signal=TERM@300",
+                 "srun --ntasks-per-node=1 --cpus-per-task=65 tsm launch --nodes 4 --gpus-per-node 8",
+                 "--requeue -- --config config/training/chronos2-base.yaml"):
         assert part in train, part
-    assert "download_train" in out and "tsm data download" in out
+    # the base config's own schedule, not the default run's test overrides (merged key by key otherwise)
+    assert "--set max_steps" not in train and "--set learning_rate" not in planned_job(
+        out, "results/base/stage2/final-checkpoint")
+    check = next(block for block in out.split("rule ") if block.startswith("check_data:"))
+    assert "slurm_partition=cpuq" in check
+    assert "tsm data download" in out  # a local rule (not submitted): test_cluster_profile.py
+
+
+def test_cluster_profile_plans_one_node_without_mpi(workdir):
+    train = planned_job(plan_on_cluster(workdir, 1), "results/base/stage1/final-checkpoint")
+    assert "nodes=1" in train and "mpi=" not in train and "--ntasks-per-node" not in train
+    # its own step inside the executor's, sharing that step's CPUs, so that SLURM's signal reaches it
+    assert "srun --overlap --ntasks=1 --cpus-per-task=65 tsm launch --nodes 1 --gpus-per-node 8" in train
 
 
 def test_finetune_mode_replaces_the_two_stages(workdir):

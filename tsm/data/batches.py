@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -179,6 +180,13 @@ class TrainingBatches(IterableDataset):
             index += num_workers
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """SLURM signals every process of a job step, workers included: a worker that died of SIGTERM would
+    crash its rank mid-step, before the checkpoint the signal asks for. The rank decides when to stop."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def batch_iterator(batches: TrainingBatches, num_workers: int, start_batch: int) -> Iterator[dict]:
     """Iterate batches from `start_batch` on, in worker processes when num_workers > 0."""
     batches.start_batch = start_batch
@@ -187,5 +195,6 @@ def batch_iterator(batches: TrainingBatches, num_workers: int, start_batch: int)
     # A generator of its own: otherwise the DataLoader draws its worker seed from the global torch RNG,
     # and a resumed run's dropout masks would drift from the straight run's.
     loader = DataLoader(batches, batch_size=None, num_workers=num_workers, prefetch_factor=4,
+                        worker_init_fn=_ignore_stop_signals,
                         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(batches.seed))
     return iter(loader)

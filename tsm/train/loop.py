@@ -22,6 +22,7 @@ from tsm.atomic import recover, write_text
 from tsm.config import ConfigError, TrainConfig
 from tsm.data.arrow import ArrowCorpus
 from tsm.data.batches import TrainingBatches, batch_iterator
+from tsm.launch import PREEMPTED_EXIT_CODE
 from tsm.layout import RESOLVED_CONFIG, checkpoint_name
 from tsm.model import count_parameters, create_model, load_model, set_forecast_lengths
 from tsm.train.checkpoint import (
@@ -37,7 +38,6 @@ from tsm.train.lora import apply_lora
 from tsm.train.monitor import TrainingMonitor, training_logging
 from tsm.train.parallel import clip_grad_norm, no_gradient_sync, parallelize
 from tsm.train.reliability import (
-    PREEMPTED_EXIT_CODE,
     BadStepGuard,
     Preempted,
     PreemptionHandler,
@@ -122,12 +122,12 @@ def train(cfg: TrainConfig) -> Path:
                     selection.record(step, scores, accelerator.is_main_process)
                 if saved and accelerator.is_main_process:
                     selection.rotate(cfg.save_total_limit)  # once the step's scores have decided the top-K
-        finally:
+            monitor.close()
+            model, exported = export_model(cfg, selection, accelerator, model, step)
+            final = save_final(accelerator, model, cfg, step if exported is None else exported)
+            summary.update(step, monitor.last_logged_loss, guard.total, status, selection.summary.get("exported"))
+        finally:  # a signal during the export is noted and ignored: the run is about to finish
             preemption.close()
-        monitor.close()
-        model, exported = export_model(cfg, selection, accelerator, model, step)
-        final = save_final(accelerator, model, cfg, step if exported is None else exported)
-        summary.update(step, monitor.last_logged_loss, guard.total, status, selection.summary.get("exported"))
         logger.info("Done: %d steps in %.1fs (%d non-finite steps skipped). Final model: %s",
                     step - start_step, summary.leg.seconds, guard.total, final)
         accelerator.end_training()

@@ -23,7 +23,6 @@ from tsm.train.checkpoint import missing_checkpoint_files
 
 logger = logging.getLogger("tsm")
 
-PREEMPTED_EXIT_CODE = 75
 # Keys that may change between the legs of one run (how long, how often, where to log), unlike the
 # model, data and optimisation settings that define it.
 RUN_NEUTRAL_KEYS = {
@@ -36,7 +35,7 @@ RUN_NEUTRAL_KEYS = {
 
 
 class Preempted(TsmError):
-    """Raised after the preemption checkpoint is written; the CLI exits with PREEMPTED_EXIT_CODE."""
+    """Raised after the preemption checkpoint is written; the CLI exits with tsm.launch.PREEMPTED_EXIT_CODE."""
 
 
 def is_valid_checkpoint(path: Path) -> bool:

@@ -28,6 +28,8 @@ class RunSummary:
                        seconds=0.0, status="running")
         self.summary.legs.append(self.leg)
         self._started = time.perf_counter()
+        if write:  # at once: a leg that crashes before its first checkpoint still shows it made no progress
+            self.summary.write(output_dir)
 
     def update(self, step: int, loss: float | None, bad_steps: int, status: str = "running",
                exported: str | None = None) -> None:

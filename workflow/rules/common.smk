@@ -23,24 +23,29 @@ TRAINING_SETTINGS = ["training_data_paths=[{data}]", "probability=null"]
 
 def stage_settings(stage):
     """The workflow config's overrides of a stage's training config, as `--set KEY=VALUE` items."""
-    return [f"{key}={value}" for key, value in config[stage].get("overrides", {}).items()]
+    return [f"{key}={value}" for key, value in (config[stage].get("overrides") or {}).items()]
 
 
 def overrides(stage):
     return " ".join(f"--set {shlex.quote(item)}" for item in stage_settings(stage))
 
 
+def stage_config(stage):
+    """The training config a stage trains with: its YAML after the `--set` items its rule passes, read by
+    tsm's own config loader, so the workflow and the trainer see the same values."""
+    from tsm.config import load_config, parse_settings
+
+    items = [item.format(data=training_data()) for item in TRAINING_SETTINGS] + stage_settings(stage)
+    return load_config(config[stage]["config"], settings=parse_settings(items))
+
+
 def start_model():
     """finetune mode: the model the fine-tune starts from (the training config's model_id after the workflow
     config's overrides), scored as it is next to the fine-tuned one. None: no start model (pretrain mode,
-    or a finetune config with random_init). Resolved by tsm's own config loader from the `--set` items the
-    finetune rule passes, so the workflow and the trainer read the same model_id and random_init."""
+    or a finetune config with random_init)."""
     if config["mode"] != "finetune":
         return None
-    from tsm.config import load_config, parse_settings
-
-    items = [item.format(data=training_data()) for item in TRAINING_SETTINGS] + stage_settings("finetune")
-    training = load_config(config["finetune"]["config"], settings=parse_settings(items))
+    training = stage_config("finetune")
     if training.random_init or not training.model_id:
         return None
     return training.model_id
@@ -75,19 +80,27 @@ def final_model(stage):
     return f"{RESULTS}/{stage}/final-checkpoint"
 
 
-def launch_command(wildcards):
+def slurm_nodes():
+    return int(os.environ.get("TSM_SLURM_NODES", config["launch"]["nodes"]))
+
+
+def launch_command(stage):
     """Start the trainer's ranks. local: `accelerate launch` on this machine (on CPU, --multi_gpu plus
-    ACCELERATE_USE_CPU gives real gloo ranks; `--cpu --num_processes N` would start one). slurm: one
-    `tsm launch` per node through srun, which works out machine rank and main address from the job."""
+    ACCELERATE_USE_CPU gives real gloo ranks; `--cpu --num_processes N` would start one). slurm: `tsm launch`,
+    which supervises the node's ranks, waits for their checkpoint on SLURM's warning signal and requeues the
+    job after a leg that progressed, started by srun so that it is a task of its own step: SLURM signals a
+    step's tasks, not their children (cgroup.conf SignalChildrenProcesses=no, the default). N nodes: one
+    `tsm launch` per node. One node: inside the executor's own one-task step (whose task, Snakemake, does not
+    pass signals on), `--overlap` shares that step's CPUs instead of waiting for them."""
     launch = config["launch"]
     if launch["mode"] == "slurm":
-        nodes = int(os.environ.get("TSM_SLURM_NODES", launch["nodes"]))
-        # The inner srun does not inherit --cpus-per-task (a known plugin issue): pass it, or each node's
-        # launcher runs on one core and starves the data workers. use_cpu: gloo ranks on CPU nodes (--cpu).
+        nodes = slurm_nodes()
+        # srun --cpus-per-task implies --exact: the step gets exactly these CPUs of the node.
+        step = "--overlap --ntasks=1" if nodes == 1 else "--ntasks-per-node=1"
         return (
-            f"srun --ntasks-per-node=1 --cpus-per-task={training_threads()} tsm launch --nodes {nodes} "
+            f"srun {step} --cpus-per-task={training_cpus(stage)} tsm launch --nodes {nodes} "
             f"{'--cpu ' if launch['use_cpu'] else ''}--gpus-per-node {launch['processes_per_node']} "
-            f"--cpu-threads-per-process {launch['cpu_threads_per_process']} --"
+            f"--cpu-threads-per-process {launch['cpu_threads_per_process']} --requeue --"
         )
     prefix = "ACCELERATE_USE_CPU=true " if launch["use_cpu"] else ""
     processes = launch["processes_per_node"]
@@ -100,33 +113,63 @@ def launch_command(wildcards):
     )
 
 
-def training_resources():
+def training_cpus(stage):
+    """CPUs one node's training step needs: per rank its threads and its DataLoader workers, plus the
+    launcher. Locally: the rule's threads (ranks x threads, the cores the ranks compute on)."""
+    launch = config["launch"]
+    ranks, threads = launch["processes_per_node"], launch["cpu_threads_per_process"]
+    if launch["mode"] != "slurm":
+        return ranks * threads
+    return ranks * (threads + stage_config(stage).dataloader_num_workers) + 1
+
+
+def cluster_signal_seconds():
+    """SLURM's warning: SIGTERM this many seconds before the time limit, to every process of the step."""
+    return int(os.environ.get("TSM_SLURM_SIGNAL_SECONDS", 300))
+
+
+def training_resources(stage):
     """SLURM geometry of a training job (used by the cluster profile's executor; ignored locally)."""
     launch = config["launch"]
     if launch["mode"] != "slurm":
         return {}
-    nodes = int(os.environ.get("TSM_SLURM_NODES", launch["nodes"]))
-    gpus = launch["processes_per_node"]
-    return {
+    nodes = slurm_nodes()
+    # --signal without B: reaches every process of the step: tsm launch and its ranks checkpoint, exit 75.
+    # No quotes around slurm_extra: the plugin appends it to the sbatch command line as it is, and a quoted
+    # '--exclusive --signal=...' would reach sbatch as one word.
+    # --open-mode=append: a requeued job's next leg adds to the job's log instead of truncating it.
+    extra = f"--exclusive --signal=TERM@{cluster_signal_seconds()} --open-mode=append"
+    resources = {
         "nodes": nodes,
-        "tasks": nodes,  # one task per node: each runs `tsm launch`, which starts that node's ranks
-        "mpi": "srun",
-        "tasks_per_gpu": 0,
-        "gres": f"gpu:{gpus}",
-        "cpus_per_task": gpus * launch["cpu_threads_per_process"] + 4,
+        "gres": f"gpu:{launch['processes_per_node']}",
+        "cpus_per_task": training_cpus(stage),
         "mem_mb": 400_000,
         "runtime": int(os.environ.get("TSM_SLURM_TRAIN_MINUTES", 2880)),
-        # No quotes around it: the plugin appends it to the sbatch command line as it is, and a quoted
-        # '--ntasks-per-node=1 --exclusive ...' would reach sbatch as one word (an invalid --ntasks-per-node).
-        "slurm_extra": "--ntasks-per-node=1 --exclusive --signal=TERM@300",
+        "tasks": nodes,  # one task per node: its `tsm launch` starts the node's ranks
+        "tasks_per_gpu": 0,  # else the plugin adds --ntasks-per-gpu and the script runs once per GPU
+        "slurm_extra": extra,
     }
+    if nodes > 1:
+        # `mpi` makes the jobstep run the rule's shell as it is (its srun starts one tsm launch per node);
+        # the plugin refuses `mpi` with one task: one node runs in the jobstep's own `srun -n1` step.
+        resources.update({"mpi": "srun", "slurm_extra": f"--ntasks-per-node=1 {extra}"})
+    return resources
+
+
+def cpu_job_resources():
+    """Light jobs (data checks, evaluation, report) go to $TSM_SLURM_CPU_PARTITION when the cluster has one:
+    many sites refuse CPU-only jobs on GPU partitions. Unset: the profile's default, the training partition."""
+    partition = os.environ.get("TSM_SLURM_CPU_PARTITION")
+    if config["launch"]["mode"] != "slurm" or not partition:
+        return {}
+    return {"slurm_partition": partition}
 
 
 def training_params(stage):
     """The params of every training rule (the launcher, the stage's training config, its run folder, that is
     the output's parent where checkpoints go beside final-checkpoint, and the workflow config's overrides)."""
     return {
-        "launch": launch_command,
+        "launch": launch_command(stage),
         "config": config[stage]["config"],
         "outdir": lambda wildcards, output: os.path.dirname(output[0]),
         "overrides": overrides(stage),
@@ -141,8 +184,3 @@ def training_shell(flags=""):
         f"{{params.launch}} --config {{params.config}} {flags + ' ' if flags else ''}{settings}"
         " --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
     )
-
-
-def training_threads():
-    launch = config["launch"]
-    return launch["processes_per_node"] * launch["cpu_threads_per_process"] + (4 if launch["mode"] == "slurm" else 0)

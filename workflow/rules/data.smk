@@ -1,4 +1,10 @@
 # Corpora: the training corpus (synthetic, or from the hub) and the benchmark datasets, then the data checks.
+# The downloads run where Snakemake runs (on a cluster: the submit node, which has the internet that compute
+# nodes often lack); the other rules go to the CPU partition (cpu_job_resources, common.smk).
+
+localrules:
+    download_train,
+    download_eval,
 
 
 rule synth_train:
@@ -13,6 +19,8 @@ rule synth_train:
     benchmark:
         f"{RESULTS}/benchmarks/synth_train.tsv"
     threads: 2
+    resources:
+        **cpu_job_resources(),
     shell:
         "tsm data synth --output {output} --kind {params.synth[kind]} --num-series {params.synth[num_series]}"
         " --min-length {params.synth[min_length]} --max-length {params.synth[max_length]}"
@@ -67,6 +75,8 @@ rule check_data:
         f"{RESULTS}/logs/check_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/check_data.tsv"
+    resources:
+        **cpu_job_resources(),
     shell:
         "tsm data check --data {input.train} --config {params.config} --output {output.report}"
         " > {output.summary} 2> {log}"

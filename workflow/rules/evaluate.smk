@@ -20,6 +20,8 @@ rule evaluate:
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_{{model}}.tsv"
     threads: 2
+    resources:
+        **cpu_job_resources(),
     shell:
         "tsm evaluate --model {params.model} --benchmark {params.benchmark} --datasets-root {input.data}"
         " --output {output} > {log} 2>&1"

@@ -18,6 +18,8 @@ rule report:
         f"{RESULTS}/logs/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
+    resources:
+        **cpu_job_resources(),
     shell:
         "tsm report --run-dir {params.run_dir} --output {output} --benchmark {params.benchmark}"
         " --datasets-root {input.data} > {log} 2>&1"

@@ -19,9 +19,9 @@ rule train_stage1:
         f"{RESULTS}/logs/train_stage1.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_stage1.tsv"
-    threads: training_threads()
+    threads: training_cpus("stage1")
     resources:
-        **training_resources(),
+        **training_resources("stage1"),
     shell:
         training_shell()
 
@@ -41,9 +41,9 @@ rule train_stage2:
         f"{RESULTS}/logs/train_stage2.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_stage2.tsv"
-    threads: training_threads()
+    threads: training_cpus("stage2")
     resources:
-        **training_resources(),
+        **training_resources("stage2"),
     shell:
         training_shell("--no-random-init --model-id {input.stage1} --context-length {params.context_length}")
 
@@ -63,8 +63,8 @@ rule finetune:
         f"{RESULTS}/logs/finetune.log",
     benchmark:
         f"{RESULTS}/benchmarks/finetune.tsv"
-    threads: training_threads()
+    threads: training_cpus("finetune")
     resources:
-        **training_resources(),
+        **training_resources("finetune"),
     shell:
         training_shell()
