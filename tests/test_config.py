@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from tsm.config import ConfigError, TrainConfig, load_config
+from tests.conftest import TEST_CONFIG
+from tsm.config import ConfigError, TrainConfig, load_config, parse_settings
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "config" / "training").glob("*.yaml"))
 
@@ -93,3 +94,11 @@ def test_monitoring_keys_at_the_top_level_are_shorthand(tmp_path):
     cfg = load_config(_write(tmp_path, "health_report_interval: 20\nmonitoring:\n  grad_explosion_factor: 5\n"))
     assert cfg.monitoring.health_report_interval == 20 and cfg.monitoring.grad_explosion_factor == 5
     assert "health_report_interval" not in cfg.model_dump() and cfg.to_yaml().count("health_report_interval") == 1
+
+
+def test_mixed_precision_no_as_yaml_writes_it(tmp_path):
+    """`mixed_precision: no` in a YAML file (or `--set mixed_precision=no`) reads as false in YAML 1.1."""
+    path = tmp_path / "c.yaml"
+    path.write_text(TEST_CONFIG.read_text() + "\nmixed_precision: no\n")
+    assert load_config(path).mixed_precision == "no"
+    assert load_config(TEST_CONFIG, settings=parse_settings(["mixed_precision=no"])).mixed_precision == "no"

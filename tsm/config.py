@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class TsmError(Exception):
@@ -165,6 +165,11 @@ class TrainConfig(_Strict):
     # or preemption resumes by itself); a checkpoint folder: continue from it; null: start afresh.
     resume_from_checkpoint: str | None = "auto"
     max_consecutive_bad_steps: int = Field(10, gt=0)  # non-finite steps in a row before the run stops
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads `mixed_precision: no` as false
 
     @model_validator(mode="before")
     @classmethod

@@ -30,7 +30,7 @@ def test_batch_is_a_real_window_left_padded(tmp_path):
     assert b["context"].shape[0] == 8 and b["context"].shape[1] <= 64
     assert b["future_target"].shape == (8, 16) and b["num_output_patches"] == 1
     assert torch.equal(b["group_ids"], torch.arange(8))
-    assert torch.isnan(b["future_covariates"]).all()  # univariate: nothing known in the future
+    assert "future_covariates" not in b  # univariate: nothing known in the future
     for ctx, fut in zip(b["context"].numpy(), b["future_target"].numpy(), strict=True):
         observed = ctx[~np.isnan(ctx)]
         # NaN only on the left (padding), at least min_past observed, context + future contiguous in a series
@@ -109,8 +109,13 @@ def test_covariates_share_a_group_and_never_count_as_targets(tmp_path):
 def test_batch_feeds_chronos2_forward(tmp_path):
     b = make_batches([write_corpus(tmp_path / "c", random_walks(20, 100, 200))], prediction_length=40)
     model = build_model(ModelArchConfig(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4), 64)
-    out = model(**b.batch(0))
+    batch = b.batch(0)
+    out = model(**batch)
     assert out.quantile_preds.shape == (8, 21, 48) and torch.isfinite(out.loss)
+    # Left out, future covariates are what an all-NaN tensor means to the model, to the bit.
+    nan_covariates = torch.full_like(batch["future_target"], float("nan"))
+    model.eval()
+    assert torch.equal(model(**batch).quantile_preds, model(**batch, future_covariates=nan_covariates).quantile_preds)
 
 
 def test_hold_out_keeps_the_last_window_of_every_series_out_of_training(tmp_path):

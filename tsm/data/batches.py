@@ -28,7 +28,8 @@ class Window:
 
     context: np.ndarray  # (rows, <= context_length)
     future_target: np.ndarray  # (rows, prediction_length): covariate rows are NaN, so they never count in the loss
-    future_covariates: np.ndarray  # (rows, prediction_length): known-future covariate values, NaN elsewhere
+    # (rows, prediction_length): known-future covariate values, NaN elsewhere; None: the series has none
+    future_covariates: np.ndarray | None
 
 
 def window_at(item: SeriesItem, cut: int, context_length: int, prediction_length: int) -> Window:
@@ -46,36 +47,43 @@ def window_at(item: SeriesItem, cut: int, context_length: int, prediction_length
     future = series[:, cut : cut + prediction_length]
     future_target = np.full_like(future, np.nan)
     future_target[:n_targets] = future[:n_targets]
-    future_covariates = np.full_like(future, np.nan)
+    future_covariates = None
     if n_future:
+        future_covariates = np.full_like(future, np.nan)
         future_covariates[-n_future:] = future[-n_future:]  # known-future values are model inputs
     return Window(context, future_target, future_covariates)
 
 
 def collate(windows: list[Window], prediction_length: int, num_output_patches: int) -> dict[str, torch.Tensor | int]:
     """One batch in the format `Chronos2Model.forward` takes: contexts left-padded with NaN to the longest,
-    each window's rows in a group of their own (a series' variates and covariates attend to each other)."""
+    each window's rows in a group of their own (a series' variates and covariates attend to each other).
+    A batch without known-future covariates leaves `future_covariates` out: the model then reads zeros with
+    a zero mask, what an all-NaN tensor becomes, without its NaN check (a host-device sync every step)."""
     rows = sum(w.context.shape[0] for w in windows)
     max_context = max(w.context.shape[-1] for w in windows)
     context = np.full((rows, max_context), np.nan, dtype=np.float32)
     future_target = np.empty((rows, prediction_length), dtype=np.float32)
-    future_covariates = np.empty((rows, prediction_length), dtype=np.float32)
+    has_future = any(w.future_covariates is not None for w in windows)
+    future_covariates = np.full((rows, prediction_length), np.nan, dtype=np.float32) if has_future else None
     group_ids = np.empty(rows, dtype=np.int64)
     row = 0
     for group, w in enumerate(windows):
         n = w.context.shape[0]
         context[row : row + n, max_context - w.context.shape[-1] :] = w.context
         future_target[row : row + n] = w.future_target
-        future_covariates[row : row + n] = w.future_covariates
+        if has_future and w.future_covariates is not None:
+            future_covariates[row : row + n] = w.future_covariates
         group_ids[row : row + n] = group
         row += n
-    return {
+    batch = {
         "context": torch.from_numpy(context),
         "future_target": torch.from_numpy(future_target),
-        "future_covariates": torch.from_numpy(future_covariates),
         "group_ids": torch.from_numpy(group_ids),
         "num_output_patches": num_output_patches,
     }
+    if has_future:
+        batch["future_covariates"] = torch.from_numpy(future_covariates)
+    return batch
 
 
 @dataclass

@@ -36,13 +36,18 @@ def apply_fsdp(model: torch.nn.Module, settings: ParallelismConfig, bf16: bool) 
     """FSDP2: each encoder block is one shard unit, then the root (embeddings, head, norms)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = MixedPrecisionPolicy()  # fp32 (on CPU always)
+    block_policy = root_policy = MixedPrecisionPolicy()  # fp32 (on CPU always)
     if bf16:
         # bf16 compute and communication of parameters; gradients reduced in fp32 for accuracy.
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        block_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        # The root's inputs are the raw series: cast to bf16 before the model's instance normalisation, a
+        # series at 1e4 +- 10 would lose its signal (bf16's spacing at 1e4 is 64). The model normalises in
+        # fp32 and then casts to its parameters' dtype itself; the blocks' inputs are normalised already.
+        root_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                           cast_forward_inputs=False)
     for block in encoder_blocks(model):
-        fully_shard(block, mp_policy=policy, reshard_after_forward=settings.reshard_after_forward)
-    fully_shard(model, mp_policy=policy, reshard_after_forward=settings.reshard_after_forward)
+        fully_shard(block, mp_policy=block_policy, reshard_after_forward=settings.reshard_after_forward)
+    fully_shard(model, mp_policy=root_policy, reshard_after_forward=settings.reshard_after_forward)
 
 
 def parallelize(model: torch.nn.Module, settings: ParallelismConfig, accelerator: Accelerator) -> torch.nn.Module:
