@@ -5,11 +5,12 @@ N nodes: the workflow's rule runs `srun --ntasks-per-node=1 tsm launch --nodes N
 its node rank from SLURM_NODEID and the main address from the first host of the job's node list.
 
 Why not `accelerate launch` (torchelastic): SLURM's warning signal (`--signal=TERM@T`, and preemption's
-grace time) reaches every process of the step at once. torchelastic answers it by closing its workers
-within 30 s and turns their exit 75 into 1. This launcher instead lets the ranks finish their step and
-checkpoint, waits for all of them, and exits 75 (preempted, checkpoint written: run again). With
-`--requeue`, node 0 then puts its SLURM job back in the queue, provided the leg made progress, so a
-training that needs many time-limit legs completes unattended while a crash loop stops.
+grace time) reaches the step's tasks (with cgroup.conf SignalChildrenProcesses=yes, every process of the
+step). torchelastic answers it by closing its workers within 30 s and turns their exit 75 into 1. This
+launcher, the step's task, instead passes the signal on, lets the ranks finish their step and checkpoint,
+waits for all of them, and exits 75 (preempted, checkpoint written: run again). With `--requeue`, node 0
+then puts its SLURM job back in the queue, provided the leg made progress, so a training that needs many
+time-limit legs completes unattended while a crash loop stops.
 
 Also here: OpenMPI's rank variables mapped to torch's for runs started with `mpirun`.
 """

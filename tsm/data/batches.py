@@ -189,8 +189,8 @@ class TrainingBatches(IterableDataset):
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """SLURM signals every process of a job step, workers included: a worker that died of SIGTERM would
-    crash its rank mid-step, before the checkpoint the signal asks for. The rank decides when to stop."""
+    """SLURM may signal every process of a job step (SignalChildrenProcesses=yes): a worker that died of
+    SIGTERM would crash its rank mid-step, before the checkpoint the signal asks for. The rank decides."""
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 

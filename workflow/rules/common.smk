@@ -124,7 +124,7 @@ def training_cpus(stage):
 
 
 def cluster_signal_seconds():
-    """SLURM's warning: SIGTERM this many seconds before the time limit, to every process of the step."""
+    """SLURM's warning: SIGTERM this many seconds before the time limit, to the tasks of the job's steps."""
     return int(os.environ.get("TSM_SLURM_SIGNAL_SECONDS", 300))
 
 
@@ -134,7 +134,7 @@ def training_resources(stage):
     if launch["mode"] != "slurm":
         return {}
     nodes = slurm_nodes()
-    # --signal without B: reaches every process of the step: tsm launch and its ranks checkpoint, exit 75.
+    # --signal without B: reaches the steps' tasks: tsm launch has its ranks checkpoint, then exits 75.
     # No quotes around slurm_extra: the plugin appends it to the sbatch command line as it is, and a quoted
     # '--exclusive --signal=...' would reach sbatch as one word.
     # --open-mode=append: a requeued job's next leg adds to the job's log instead of truncating it.
