@@ -135,13 +135,19 @@ def test_a_failed_rank_stops_the_others(tmp_path):
     assert combined_exit_status([3, -9]) == 3
 
 
-def test_requeue_only_after_progress(tmp_path, monkeypatch, capsys):
-    calls = tmp_path / "calls"
-    bin_dir = tmp_path / "bin"
+@pytest.fixture
+def recording_scontrol(tmp_path, monkeypatch) -> Path:
+    """An `scontrol` first on PATH that appends its arguments to the returned file (what requeue asked)."""
+    calls, bin_dir = tmp_path / "scontrol.calls", tmp_path / "recording-bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return calls
+
+
+def test_requeue_only_after_progress(recording_scontrol, capsys):
+    calls = recording_scontrol
     requeue({"SLURM_JOB_ID": "4242"}, (6, 6))
     assert not calls.exists() and "no progress in this leg (stuck at step 6)" in capsys.readouterr().err
     requeue({}, (0, 6))
@@ -194,20 +200,17 @@ def test_two_fake_nodes_on_loopback(fake_scontrol, tmp_path, corpus):
 
 
 @pytest.mark.slow
-def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a_requeue(tmp_path, corpus):
+def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a_requeue(tmp_path, corpus,
+                                                                                       recording_scontrol):
     """As slurmstepd delivers `--signal=TERM@T`: SIGTERM to every process of the step (tsm launch, its ranks,
     their workers) at once, periodic saves off. The ranks finish their step and save, tsm launch waits for
     them, exits 75 and requeues the job; the same command then resumes from that checkpoint and finishes."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.calls"}\n')
-    (bin_dir / "scontrol").chmod(0o755)
     out = tmp_path / "run"
     cfg = save_yaml(tiny_config(corpus, out, save_steps=100000, log_steps=1, dataloader_num_workers=1,
                                 max_steps=100000), tmp_path / "cfg.yaml")
     command = [sys.executable, "-m", "tsm.cli", "launch", "--nodes", "1", "--gpus-per-node", "2", "--cpu",
                "--cpu-threads-per-process", "1", "--requeue", "--", "--config", str(cfg)]
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    env = {**os.environ, "SLURM_JOB_ID": "4242"}
     log = tmp_path / "launch.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
@@ -222,7 +225,7 @@ def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a
     saved = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
     assert saved and saved[-1] >= 3, log.read_text()[-3000:]
     assert (out / f"checkpoint-{saved[-1]}" / "model.safetensors").is_file()
-    assert (tmp_path / "scontrol.calls").read_text() == "requeue 4242\n"
+    assert recording_scontrol.read_text() == "requeue 4242\n"
     legs = TrainingSummary.read(out).legs
     assert (legs[-1].first_step, legs[-1].last_step, legs[-1].status) == (0, saved[-1], "preempted")
 

@@ -153,9 +153,7 @@ class RankSupervisor:
             self.signal_name = signal.Signals(signum).name
             print(f"tsm launch: received {self.signal_name}: passing it to the ranks, waiting for their checkpoint",
                   file=sys.stderr, flush=True)
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signum)  # a rank that already got it from SLURM ignores the repeat
+        self._signal_running(signum)  # a rank that already got it from SLURM ignores the repeat
 
     def run(self) -> list[int]:
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED_SIGNALS}

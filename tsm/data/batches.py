@@ -71,7 +71,7 @@ def collate(windows: list[Window], prediction_length: int, num_output_patches: i
         n = w.context.shape[0]
         context[row : row + n, max_context - w.context.shape[-1] :] = w.context
         future_target[row : row + n] = w.future_target
-        if has_future and w.future_covariates is not None:
+        if w.future_covariates is not None:
             future_covariates[row : row + n] = w.future_covariates
         group_ids[row : row + n] = group
         row += n

@@ -1,5 +1,6 @@
 # Helpers shared by the rules: paths under results/{run}/, the models of the run, the training launch.
 # No line here may hold the word rule with a colon after it, or snakemake --lint reports rules mixed with functions.
+import functools
 import os
 import shlex
 
@@ -30,6 +31,7 @@ def overrides(stage):
     return " ".join(f"--set {shlex.quote(item)}" for item in stage_settings(stage))
 
 
+@functools.cache  # read once per stage: the threads, resources and launch line of a rule all ask
 def stage_config(stage):
     """The training config a stage trains with: its YAML after the `--set` items its rule passes, read by
     tsm's own config loader, so the workflow and the trainer see the same values."""

@@ -56,6 +56,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 STATE = Path(os.environ.get("FAKE_SLURM_STATE", "/tmp/fake-slurm"))
@@ -356,6 +357,19 @@ def members(table: dict, leaders: dict[int, int | None]) -> set[int]:
     process took (another start time) leads nothing of ours."""
     ours = {pid for pid, started in leaders.items() if pid not in table or table[pid][3] == started}
     return {pid for pid, (_ppid, pgid, sid, _start) in table.items() if pgid in ours or sid in ours}
+
+
+def exited_children() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of every child that has exited, without blocking; reaps them (orphans too: the
+    caller is a subreaper)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
 
 
 def _kill(pids, sig: int) -> None:
@@ -844,13 +858,7 @@ class Step:
         return step
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in exited_children():
             if pid in self.procs:
                 self.procs[pid].returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it
                 self.status[pid] = status
@@ -1073,13 +1081,7 @@ class Controller:
             os.close(self.out_fd)
 
     def reap(self, shell) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in exited_children():
             if shell is not None and pid == shell.pid:
                 shell.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it
                 self.shell_status = status
