@@ -111,6 +111,9 @@ class TrainConfig(_Strict):
     context_length: int = Field(2048, gt=0)
     prediction_length: int = Field(64, gt=0)
     min_past: int = Field(60, gt=0)
+    # Share of training windows whose context is cut to a length drawn log-uniformly in [min_past,
+    # context_length]. Uniform window ends rarely give the 15-40-point histories of yearly series; 0: off.
+    short_context_share: float = Field(0.0, ge=0.0, le=1.0)
     finetune_mode: Literal["full", "lora"] = "full"  # lora: train adapters only (needs a pretrained model_id)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     # --- data ----------------------------------------------------------------------------------

@@ -136,3 +136,24 @@ def test_hold_out_keeps_the_last_window_of_every_series_out_of_training(tmp_path
 
     assert last_step_read(hold_out=8) == [n - 8 - 1 for n in lengths]  # every step but the last 8, all series
     assert last_step_read(hold_out=0) == [n - 1 for n in lengths]  # without hold-out: to the end
+
+
+def observed_lengths(batches: TrainingBatches, count: int) -> np.ndarray:
+    contexts = [batches.batch(k)["context"].numpy() for k in range(count)]
+    return np.concatenate([(~np.isnan(c)).sum(axis=1) for c in contexts])
+
+
+def test_short_context_share_cuts_that_share_of_contexts_log_uniformly(tmp_path):
+    # Series far longer than the context: without cuts every context would be full (min_past is tiny
+    # against the series, so a window end before step 64 is rare).
+    path = write_corpus(tmp_path / "c", random_walks(20, 50_000, 60_000, seed=4))
+    full = observed_lengths(make_batches([path], context_length=512, min_past=16), 100)
+    assert (full == 512).mean() > 0.98
+    cut = observed_lengths(make_batches([path], context_length=512, min_past=16, short_context_share=0.5), 200)
+    short = cut[cut < 512]
+    assert 0.45 < len(short) / len(cut) < 0.55
+    assert short.min() >= 16
+    # log-uniform on [16, 512]: a quarter of the cut contexts below 16 * 32**0.25 = 38, half below 90.5
+    assert 0.2 < (short < 38).mean() < 0.3 and 0.45 < (short < 90.5).mean() < 0.55
+    with pytest.raises(ValueError, match=r"short_context_share must be in \[0, 1\], got 1.5"):
+        make_batches([path], short_context_share=1.5)

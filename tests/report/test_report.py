@@ -238,10 +238,18 @@ def test_benchmark_table_shows_the_csv_scores_best_highlighted_and_the_verdict(r
     assert [c.text for c in footer[1:4]] == [f"{relative.loc[m, 'WQL']:.4f}" for m in models]
     assert [c.text for c in footer[4:7]] == [f"{relative.loc[m, 'MASE']:.4f}" for m in models]
     assert footer[3].text == "1.0000"
-    stage2 = relative.loc["stage2", "WQL"]
-    expected_sentence = ("Stage 2 beat seasonal naive" if stage2 < 1 else "Stage 2 did not beat seasonal naive")
+    wql, mase = relative.loc["stage2", "WQL"], relative.loc["stage2", "MASE"]
     verdict = benchmark.find("p", **{"class": "headline"}).text
-    assert verdict.startswith(expected_sentence) and f"{stage2:.3f}" in verdict and "over 2 datasets" in verdict
+    assert f"WQL {wql:.3f}" in verdict and f"MASE {mase:.3f}" in verdict and "over 2 datasets" in verdict
+    won = {"WQL": wql < 1, "MASE": mase < 1}
+    mixed = "WQL but not on MASE" if won["WQL"] else "MASE but not on WQL"
+    expected_start = ("Stage 2 beat seasonal naive on both" if all(won.values()) else
+                      "Stage 2 did not beat seasonal naive on either" if not any(won.values()) else
+                      f"Stage 2 beat seasonal naive on {mixed}")
+    assert verdict.startswith(expected_start)
+    worse = [m for m in ("WQL", "MASE") if relative.loc["stage2", m] > relative.loc["stage1", m]]
+    assert (f"Stage 2 is worse than stage 1 on {' and '.join(worse)}" if worse
+            else "Stage 2 is no worse than stage 1 on either") in verdict
     assert verdict in section(run["page"], "summary").find("p", **{"class": "headline"}).text
 
 
@@ -605,3 +613,47 @@ def test_finetune_report_plots_validation_from_the_start_on(finetune_run):
     for step, score in recorded.items():
         if not np.isfinite(score):
             assert f"finetune wql at step {step}: {score}" in notes
+
+
+@pytest.mark.parametrize(("stage1", "stage2", "expected", "good"), [
+    ((0.9, 0.95), (0.85, 0.9), "Stage 2 beat seasonal naive on both aggregate relative scores: WQL 0.850 (15.0% "
+     "lower), MASE 0.900 (10.0% lower); geometric mean over 9 datasets. Stage 2 is no worse than stage 1 on either "
+     "(WQL 0.850 vs 0.900, MASE 0.900 vs 0.950).", True),
+    ((0.908, 1.169), (0.921, 1.213), "Stage 2 beat seasonal naive on WQL but not on MASE: WQL 0.921 (7.9% lower), "
+     "MASE 1.213 (21.3% higher); geometric mean over 9 datasets. Stage 2 is worse than stage 1 on WQL and MASE "
+     "(WQL 0.921 vs 0.908, MASE 1.213 vs 1.169).", False),
+    ((1.2, 1.3), (1.1, 1.25), "Stage 2 did not beat seasonal naive on either aggregate relative score: WQL 1.100 "
+     "(10.0% higher), MASE 1.250 (25.0% higher); geometric mean over 9 datasets. Stage 2 is no worse than stage 1 "
+     "on either (WQL 1.100 vs 1.200, MASE 1.250 vs 1.300).", False),
+    ((0.8, 0.9), (0.82, 0.88), "Stage 2 beat seasonal naive on both aggregate relative scores: WQL 0.820 (18.0% "
+     "lower), MASE 0.880 (12.0% lower); geometric mean over 9 datasets. Stage 2 is worse than stage 1 on WQL (WQL "
+     "0.820 vs 0.800, MASE 0.880 vs 0.900).", False),
+])
+def test_verdict_gives_both_metrics_and_stage2_against_stage1(stage1, stage2, expected, good):
+    from tsm.report.sections import verdict
+
+    relative = pd.DataFrame([
+        {"model": "stage1", "WQL": stage1[0], "MASE": stage1[1], "datasets": 9},
+        {"model": "stage2", "WQL": stage2[0], "MASE": stage2[1], "datasets": 9},
+        {"model": "seasonal-naive", "WQL": 1.0, "MASE": 1.0, "datasets": 9},
+    ])
+    v = verdict(relative, relative)
+    assert (v.text, v.beat) == (expected, good)
+
+
+def test_selection_notes_say_how_each_model_was_chosen(tmp_path):
+    from tsm.layout import MODEL_SELECTION
+    from tsm.report.sections import selection_notes
+
+    for model, metric, exported in (("stage1", "wql", "checkpoint-400"), ("stage2", "validation_wql", "start"),
+                                    ("finetune", "validation_loss", None)):
+        (tmp_path / model).mkdir()
+        (tmp_path / model / MODEL_SELECTION).write_text(json.dumps({"metric": metric, "exported": exported}))
+    notes = selection_notes(tmp_path, ["stage1", "stage2", "finetune", "seasonal-naive"])
+    assert notes == [
+        "stage1: final-checkpoint holds checkpoint-400, chosen by its benchmark wql during training "
+        "(benchmark_config). Where that is this benchmark, its scores here were used to choose the model and are "
+        "optimistic.",
+        "stage2: final-checkpoint holds the starting model, chosen by wql on held-out windows of the training "
+        "corpus (not on this benchmark).",
+    ]

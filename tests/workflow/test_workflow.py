@@ -76,6 +76,7 @@ def test_cluster_profile_plans_multinode_training_jobs(workdir):
     check = next(block for block in out.split("rule ") if block.startswith("check_data:"))
     assert "slurm_partition=cpuq" in check
     assert "tsm data download" in out  # a local rule (not submitted): test_cluster_profile.py
+    assert "tsm data tsmixup" not in out  # the hub corpora are TSMixup already: the default run's mixing is not inherited
 
 
 def test_cluster_profile_plans_one_node_without_mpi(workdir):
@@ -83,6 +84,28 @@ def test_cluster_profile_plans_one_node_without_mpi(workdir):
     assert "nodes=1" in train and "mpi=" not in train and "--ntasks-per-node" not in train
     # its own step inside the executor's, sharing that step's CPUs, so that SLURM's signal reaches it
     assert "srun --overlap --ntasks=1 --cpus-per-task=65 tsm launch --nodes 1 --gpus-per-node 8" in train
+
+
+def test_tsmixup_mixes_the_training_corpora_and_takes_its_share_of_windows(workdir):
+    out = snakemake(workdir, "-n", "all").stdout  # config/config.yaml: TSMixup on the synthetic corpus
+    mix = planned_job(out, "results/test/data/tsmixup")
+    assert "tsm data tsmixup --input results/test/data/train --output results/test/data/tsmixup" in mix
+    share = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["data"]["tsmixup"]["probability"]
+    for stage in ("stage1", "stage2"):
+        train = planned_job(out, f"results/test/{stage}/final-checkpoint")
+        assert "--set 'training_data_paths=[results/test/data/train,results/test/data/tsmixup]'" in train
+        assert f"--set 'probability=[{1 - share!r},{share!r}]'" in train
+
+    # hub corpora: one folder per dataset (download_train writes ROOT/<name>/), checked, mixed and trained on
+    (workdir / "hub.yaml").write_text(yaml.safe_dump({"data": {
+        "source": "hub", "hub_datasets": ["a", "b"], "tsmixup": None,
+        "synth": {"kind": "mix", "num_series": 10, "min_length": 256, "max_length": 512, "seed": 0}}}))
+    out = snakemake(workdir, "-n", "all", "--configfile", "hub.yaml").stdout
+    assert "tsm data tsmixup" not in out
+    check = next(block for block in out.split("rule ") if block.startswith("check_data:"))
+    assert "tsm data check --data results/test/data/hub-train/a results/test/data/hub-train/b " in check
+    assert ("--set 'training_data_paths=[results/test/data/hub-train/a,results/test/data/hub-train/b]' "
+            "--set probability=null" in planned_job(out, "results/test/stage1/final-checkpoint"))
 
 
 def test_finetune_mode_replaces_the_two_stages(workdir):

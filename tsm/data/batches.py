@@ -54,6 +54,15 @@ def window_at(item: SeriesItem, cut: int, context_length: int, prediction_length
     return Window(context, future_target, future_covariates)
 
 
+def draw_context_length(rng: np.random.Generator, min_past: int, context_length: int, short_share: float) -> int:
+    """A window's context length: with probability `short_share`, log-uniform in [min_past, context_length]
+    (the short histories of yearly series are rare among uniform window ends); else `context_length`.
+    Nothing is drawn when `short_share` is 0, so that runs without it keep their exact random stream."""
+    if short_share and rng.random() < short_share:
+        return int(math.exp(rng.uniform(math.log(min_past), math.log(context_length))))
+    return context_length
+
+
 def collate(windows: list[Window], prediction_length: int, num_output_patches: int) -> dict[str, torch.Tensor | int]:
     """One batch in the format `Chronos2Model.forward` takes: contexts left-padded with NaN to the longest,
     each window's rows in a group of their own (a series' variates and covariates attend to each other).
@@ -112,6 +121,7 @@ class TrainingBatches(IterableDataset):
         rank: int = 0,
         max_series_per_corpus: int | None = None,
         hold_out: int = 0,
+        short_context_share: float = 0.0,
     ):
         super().__init__()
         if len(corpora) != len(weights) or not corpora:
@@ -120,6 +130,9 @@ class TrainingBatches(IterableDataset):
         self.context_length = context_length
         self.prediction_length = prediction_length
         self.min_past = min_past
+        if not 0.0 <= short_context_share <= 1.0:
+            raise ValueError(f"short_context_share must be in [0, 1], got {short_context_share}")
+        self.short_context_share = short_context_share
         self.batch_size = batch_size
         self.num_output_patches = math.ceil(prediction_length / output_patch_size)
         self.seed = seed
@@ -165,7 +178,8 @@ class TrainingBatches(IterableDataset):
         length = item.target.shape[-1] - self.hold_out  # held-out steps are for validation only
         # Cut at `cut`: the context ends there, the prediction window starts there.
         cut = int(rng.integers(self.min_past, length - self.prediction_length + 1))
-        return window_at(item, cut, self.context_length, self.prediction_length)
+        context_length = draw_context_length(rng, self.min_past, self.context_length, self.short_context_share)
+        return window_at(item, cut, context_length, self.prediction_length)
 
     def batch(self, batch_index: int) -> dict[str, torch.Tensor | int]:
         rng = np.random.default_rng((self.seed, self.rank, batch_index))

@@ -19,6 +19,15 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tsmixup(args: argparse.Namespace) -> int:
+    from tsm.data.tsmixup import MixupSettings, write_tsmixup
+
+    settings = MixupSettings(args.num_series, args.max_components, args.alpha, args.min_length, args.max_length,
+                             args.seed)
+    print(write_tsmixup(args.input, args.output, settings, num_workers=args.workers, progress=True))
+    return 0
+
+
 def _build_offline(args: argparse.Namespace) -> int:
     from tsm.config import TsmError
     from tsm.data.competitions import build_all
@@ -135,6 +144,21 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
     s.set_defaults(func=_synth)
+    m = data_sub.add_parser("tsmixup", help="mix corpora into new series (TSMixup, the Chronos paper's augmentation)",
+                            description="Each new series: k <= --max-components mean-scaled windows of series "
+                                        "drawn from the --input corpora (corpus chosen uniformly), combined with "
+                                        "Dirichlet(--alpha) weights, of a random length in [--min-length, "
+                                        "--max-length]. Deterministic for a --seed, whatever --workers.")
+    m.add_argument("--input", nargs="+", required=True, help="corpus folders to mix (synthetic, hub or your own)")
+    m.add_argument("--output", required=True, help="folder to write (replaced atomically)")
+    m.add_argument("--num-series", type=int, required=True)
+    m.add_argument("--max-components", type=int, default=3, help="the most series mixed into one (the paper's K)")
+    m.add_argument("--alpha", type=float, default=1.5, help="Dirichlet concentration of the mixing weights")
+    m.add_argument("--min-length", type=int, default=128, help="shortest output; shorter inputs are not drawn")
+    m.add_argument("--max-length", type=int, default=2048)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
+    m.set_defaults(func=_tsmixup)
     b = data_sub.add_parser("build-offline", help="build the M1/M3/Tourism benchmark datasets (no network)")
     b.add_argument("--root", required=True, help="datasets root: one folder per dataset is written here")
     b.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: all nine)")

@@ -38,8 +38,14 @@ def relative_or_none(results: pd.DataFrame | None) -> pd.DataFrame | None:
     return relative_scores(results[results["dataset"].isin(baseline_datasets)], baseline=BASELINE)
 
 
+def _against_naive(metric: str, score: float) -> str:
+    change = "lower" if score < 1.0 else "higher"
+    return f"{metric} {score:.3f} ({abs(1 - score) * 100:.1f}% {change})"
+
+
 def verdict(relative: pd.DataFrame | None, results: pd.DataFrame | None) -> Verdict:
-    """The plain sentence: did the final model beat seasonal naive on aggregate relative WQL?"""
+    """The plain sentence: did the final model beat seasonal naive on aggregate relative WQL and MASE, and
+    (after a context extension) is stage 2 at least as good as stage 1 on both?"""
     if results is None:
         return Verdict("No benchmark results, so no comparison with seasonal naive.", None)
     if relative is None:
@@ -47,16 +53,34 @@ def verdict(relative: pd.DataFrame | None, results: pd.DataFrame | None) -> Verd
     final = next((m for m in FINAL_MODELS if m in set(relative["model"])), None)
     if final is None:
         return Verdict("No stage-2 benchmark results: cannot say whether stage 2 beat seasonal naive.", None)
-    row = relative.set_index("model").loc[final]
+    rows = relative.set_index("model")
     name = "Stage 2" if final == "stage2" else "The fine-tuned model"
-    score, count = float(row["WQL"]), int(row["datasets"])
-    if not math.isfinite(score):
-        return Verdict(f"{name}'s aggregate relative WQL is not finite ({score}).", None)
-    if score < 1.0:
-        return Verdict(f"{name} beat seasonal naive on aggregate relative WQL: {score:.3f} "
-                       f"({(1 - score) * 100:.1f}% lower, geometric mean over {count} datasets).", True)
-    return Verdict(f"{name} did not beat seasonal naive on aggregate relative WQL: {score:.3f} "
-                   f"({(score - 1) * 100:.1f}% higher, geometric mean over {count} datasets).", False)
+    scores = {metric: float(rows.loc[final, metric]) for metric in ("WQL", "MASE")}
+    count = int(rows.loc[final, "datasets"])
+    broken = [f"{metric} is not finite ({score})" for metric, score in scores.items() if not math.isfinite(score)]
+    if broken:
+        return Verdict(f"{name}'s aggregate relative {' and '.join(broken)}.", None)
+    won = [metric for metric, score in scores.items() if score < 1.0]
+    lost = [metric for metric in scores if metric not in won]
+    parts = ", ".join(_against_naive(metric, score) for metric, score in scores.items())
+    if not lost:
+        text = f"{name} beat seasonal naive on both aggregate relative scores: {parts}"
+    elif not won:
+        text = f"{name} did not beat seasonal naive on either aggregate relative score: {parts}"
+    else:
+        text = f"{name} beat seasonal naive on {won[0]} but not on {lost[0]}: {parts}"
+    text += f"; geometric mean over {count} datasets."
+    beat = not lost
+    if final == "stage2" and "stage1" in rows.index:
+        earlier = {metric: float(rows.loc["stage1", metric]) for metric in scores}
+        worse = [metric for metric in scores if scores[metric] > earlier[metric]]
+        pairs = ", ".join(f"{metric} {scores[metric]:.3f} vs {earlier[metric]:.3f}" for metric in scores)
+        if worse:
+            text += f" Stage 2 is worse than stage 1 on {' and '.join(worse)} ({pairs})."
+            beat = False
+        else:
+            text += f" Stage 2 is no worse than stage 1 on either ({pairs})."
+    return Verdict(text, beat)
 
 
 def headline(v: Verdict) -> str:
@@ -181,6 +205,34 @@ def _nonfinite_notes(stages: Sequence[StageRun]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 
 
+def selection_notes(run_dir: Path, models: Sequence[str]) -> list[str]:
+    """How each scored model's weights were chosen, from its stage's model-selection.json: held-out validation
+    on the training corpus is a clean choice; a choice on a benchmark makes that benchmark's scores optimistic."""
+    import json
+
+    from tsm.layout import MODEL_SELECTION
+
+    notes = []
+    for model in models:
+        path = run_dir / model / MODEL_SELECTION
+        try:
+            selection = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        metric, exported = str(selection.get("metric")), selection.get("exported")
+        if not exported:
+            continue
+        held = "the starting model" if exported == "start" else exported
+        if metric.startswith("validation_"):
+            notes.append(f"{model}: final-checkpoint holds {held}, chosen by {metric.removeprefix('validation_')} "
+                         "on held-out windows of the training corpus (not on this benchmark).")
+        else:
+            notes.append(f"{model}: final-checkpoint holds {held}, chosen by its benchmark {metric} during "
+                         "training (benchmark_config). Where that is this benchmark, its scores here were used to "
+                         "choose the model and are optimistic.")
+    return notes
+
+
 def benchmark_section(results: pd.DataFrame | None, relative: pd.DataFrame | None, v: Verdict,
                       run_dir: Path) -> h.Section:
     title = "Benchmark"
@@ -215,6 +267,7 @@ def benchmark_section(results: pd.DataFrame | None, relative: pd.DataFrame | Non
             "quantile loss over the levels 0.1–0.9; MASE: of the median, scaled by each series' seasonal "
             "differences. The aggregate is the geometric mean over datasets of model / seasonal naive.</p>"]
     body += regime_notes(regimes)
+    body += [h.note(text) for text in selection_notes(run_dir, models)]
     comparison = finetune.comparison(results, relative, run_dir)
     if comparison:
         body.append(comparison)

@@ -230,7 +230,8 @@ def open_training_data(cfg: TrainConfig, output_patch_size: int, rank: int) -> T
     return TrainingBatches(
         corpora, cfg.mixture_weights,
         context_length=cfg.context_length, prediction_length=cfg.prediction_length, min_past=cfg.min_past,
-        batch_size=cfg.per_device_train_batch_size, output_patch_size=output_patch_size, seed=cfg.seed,
+        short_context_share=cfg.short_context_share, batch_size=cfg.per_device_train_batch_size,
+        output_patch_size=output_patch_size, seed=cfg.seed,
         rank=rank, max_series_per_corpus=cfg.max_train_series,
         # Validation without data of its own holds out the last window of each training series.
         hold_out=cfg.prediction_length if cfg.validates and cfg.validation_data_paths is None else 0,

@@ -1,4 +1,5 @@
-"""Validation during training: loss and WQL on the last `prediction_length` window of each series.
+"""Validation during training: loss and WQL on the last `prediction_length` window of each series, its
+context cut short as training cuts them (`short_context_share`).
 
 The windows come from `validation_data_paths`, or from the training series themselves, whose last window
 is then held out of training (TrainingBatches' `hold_out`). They are read once, at start, so a bad
@@ -17,7 +18,7 @@ import torch
 
 from tsm.config import ConfigError, TrainConfig
 from tsm.data.arrow import ArrowCorpus, DataError
-from tsm.data.batches import Window, collate, window_at
+from tsm.data.batches import Window, collate, draw_context_length, window_at
 from tsm.eval.metrics import QUANTILE_LEVELS, wql_sums  # WQL's levels, as the benchmarks'
 
 logger = logging.getLogger("tsm")
@@ -58,11 +59,15 @@ class ValidationSet:
                                                           "(max_validation_series)" if len(chosen) < len(candidates)
                                                           else ""))
         windows = []
+        # Contexts are cut as training cuts them (short_context_share), with a fixed seed: every rank and every
+        # evaluation sees the same windows, and a score covers the short histories that training teaches.
+        rng = np.random.default_rng([cfg.seed, 1])
         for k in chosen:
             corpus, index = candidates[k]
             item = corpus.item(index)
             cut = item.target.shape[-1] - cfg.prediction_length
-            windows.append(window_at(item, cut, cfg.context_length, cfg.prediction_length))
+            context_length = draw_context_length(rng, cfg.min_past, cfg.context_length, cfg.short_context_share)
+            windows.append(window_at(item, cut, context_length, cfg.prediction_length))
         self.spread = spread and world_size > 1
         self.windows = windows[rank::world_size] if self.spread else windows
 

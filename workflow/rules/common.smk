@@ -18,8 +18,40 @@ def training_data():
     return f"{RESULTS}/data/train" if config["data"]["source"] == "synth" else f"{RESULTS}/data/hub-train"
 
 
-# The `--set` items every training rule passes before the workflow config's overrides; {data} is the corpus.
-TRAINING_SETTINGS = ["training_data_paths=[{data}]", "probability=null"]
+def tsmixup_config():
+    return config["data"].get("tsmixup")
+
+
+def source_corpora(root=None):
+    """The corpus folders the run trains on before any mixing: the synthetic corpus, or one folder per hub
+    dataset (download_train writes ROOT/<name>/). `root`: the training data folder (default: this run's)."""
+    root = root or training_data()
+    if config["data"]["source"] == "synth":
+        return [root]
+    return [f"{root}/{name}" for name in config["data"].get("hub_datasets", [])]
+
+
+def source_corpora_of_input(wildcards, input):
+    """source_corpora as a job parameter, derived from its first input (as snakemake --lint asks)."""
+    return " ".join(source_corpora(input[0]))
+
+
+def training_inputs():
+    """The inputs of a training job: the source corpora and, with data.tsmixup, the mixed corpus."""
+    return {"data": training_data(), **({"tsmixup": f"{RESULTS}/data/tsmixup"} if tsmixup_config() else {})}
+
+
+def training_settings():
+    """The `--set` items every training job passes before the workflow config's overrides, the corpora and
+    their sampling probabilities (with TSMixup: its share of windows, the sources sharing the rest equally)."""
+    corpora = source_corpora()
+    mixup = tsmixup_config()
+    if not mixup:
+        return [f"training_data_paths=[{','.join(corpora)}]", "probability=null"]
+    share = mixup["probability"]
+    weights = [(1.0 - share) / len(corpora)] * len(corpora) + [share]
+    return [f"training_data_paths=[{','.join([*corpora, f'{RESULTS}/data/tsmixup'])}]",
+            f"probability=[{','.join(repr(w) for w in weights)}]"]
 
 
 def stage_settings(stage):
@@ -37,7 +69,7 @@ def stage_config(stage):
     tsm's own config loader, so the workflow and the trainer see the same values."""
     from tsm.config import load_config, parse_settings
 
-    items = [item.format(data=training_data()) for item in TRAINING_SETTINGS] + stage_settings(stage)
+    items = training_settings() + stage_settings(stage)
     return load_config(config[stage]["config"], settings=parse_settings(items))
 
 
@@ -181,7 +213,7 @@ def training_params(stage):
 def training_shell(flags=""):
     """The shell command of a training rule: the trainer on the rule's config, corpus (input `data`) and
     overrides, writing into its run folder; `flags`: the stage's own `tsm train` flags, after --config."""
-    settings = " ".join(f"--set {shlex.quote(item.format(data='{input.data}'))}" for item in TRAINING_SETTINGS)
+    settings = " ".join(f"--set {shlex.quote(item)}" for item in training_settings())
     return (
         f"{{params.launch}} --config {{params.config}} {flags + ' ' if flags else ''}{settings}"
         " --output-dir {params.outdir} {params.overrides} > {log} 2>&1"

@@ -68,6 +68,7 @@ rule check_data:
         report=report(f"{RESULTS}/data-checks/report.json", category="Data"),
         summary=f"{RESULTS}/data-checks/summary.txt",
     params:
+        corpora=source_corpora_of_input,
         config=config["stage1" if config["mode"] == "pretrain" else "finetune"]["config"],
     conda:
         "../envs/tsm.yaml"
@@ -78,5 +79,29 @@ rule check_data:
     resources:
         **cpu_job_resources(),
     shell:
-        "tsm data check --data {input.train} --config {params.config} --output {output.report}"
+        "tsm data check --data {params.corpora} --config {params.config} --output {output.report}"
         " > {output.summary} 2> {log}"
+
+
+rule tsmixup_train:
+    input:
+        training_data(),
+    output:
+        directory(f"{RESULTS}/data/tsmixup"),
+    params:
+        corpora=source_corpora_of_input,
+        mix=tsmixup_config(),
+    conda:
+        "../envs/tsm.yaml"
+    log:
+        f"{RESULTS}/logs/tsmixup_train.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tsmixup_train.tsv"
+    threads: 2
+    resources:
+        **cpu_job_resources(),
+    shell:
+        "tsm data tsmixup --input {params.corpora} --output {output} --num-series {params.mix[num_series]}"
+        " --max-components {params.mix[max_components]} --alpha {params.mix[alpha]}"
+        " --min-length {params.mix[min_length]} --max-length {params.mix[max_length]}"
+        " --seed {params.mix[seed]} --workers {threads} > {log} 2>&1"

@@ -7,7 +7,7 @@
 
 rule train_stage1:
     input:
-        data=training_data(),
+        **training_inputs(),
         checks=f"{RESULTS}/data-checks/report.json",
     output:
         directory(final_model("stage1")),
@@ -28,7 +28,7 @@ rule train_stage1:
 
 rule train_stage2:
     input:
-        data=training_data(),
+        **training_inputs(),
         stage1=rules.train_stage1.output,
     output:
         directory(final_model("stage2")),
@@ -50,7 +50,7 @@ rule train_stage2:
 
 rule finetune:
     input:
-        data=training_data(),
+        **training_inputs(),
         checks=f"{RESULTS}/data-checks/report.json",
         start=start_model_input,
     output:
