@@ -29,6 +29,45 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _card(args: argparse.Namespace) -> int:
+    from tsm.card import read_scores, write_model_card
+
+    try:
+        scores = read_scores(args.scores) if args.scores else None
+        path = write_model_card(args.model, scores, args.name)
+    except (OSError, ValueError) as exc:
+        raise TsmError(f"model card for {args.model}: {exc}") from None
+    print(f"wrote {path}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from tsm.hub import push_model
+
+    url = push_model(args.model, args.repo, private=args.private, revision=args.revision,
+                     commit_message=args.message, scores_paths=args.scores, timeout=args.timeout)
+    print(f"uploaded {args.model} to {args.repo}: {url}")
+    return 0
+
+
+def _add_hub_parsers(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("card", help="(re)write a model folder's README.md model card, with benchmark scores")
+    c.add_argument("--model", required=True, help="a model folder (final-checkpoint, checkpoint-N)")
+    c.add_argument("--scores", nargs="+",
+                   help="tsm evaluate CSVs: this model's (benchmark/stage2.csv) and optionally seasonal-naive.csv")
+    c.add_argument("--name", help="the card's title (default: the stage)")
+    c.set_defaults(func=_card)
+    p = sub.add_parser("push", help="upload a model folder and its model card to the Hugging Face hub")
+    p.add_argument("--model", required=True, help="a model folder (final-checkpoint, checkpoint-N)")
+    p.add_argument("--repo", required=True, help="hub repo id OWNER/NAME (created if missing)")
+    p.add_argument("--scores", nargs="+", help="tsm evaluate CSVs for the card (this model's, seasonal naive's)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", help="branch to push to (default: main)")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub before giving up")
+    p.set_defaults(func=_push)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsm", description="Train and evaluate Chronos-2 models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_eval_parser(sub)
     add_report_parser(sub)
+    _add_hub_parsers(sub)
     return parser
 
 

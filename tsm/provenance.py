@@ -30,6 +30,7 @@ from typing import Any
 
 from tsm.atomic import write_json
 from tsm.config import TrainConfig
+from tsm.data.download import read_marker
 from tsm.layout import PROVENANCE as PROVENANCE_FILE
 
 logger = logging.getLogger("tsm")
@@ -120,6 +121,9 @@ def corpus_record(path: str | Path) -> dict[str, Any]:
     key = _state_key(resolved) if resolved.is_dir() else ()
     rows, observations = _count_series(str(resolved), key)
     record.update(rows=rows, observations=observations, **_fingerprint_of(resolved, key))  # one listing
+    marker = read_marker(resolved)  # a `tsm data download` folder: the hub dataset it holds (model cards cite it)
+    if marker and marker.get("repo"):
+        record.update(hub_repo=marker["repo"], hub_config=marker.get("name"), hub_sha=marker.get("sha"))
     return record
 
 

@@ -76,7 +76,7 @@ def test_cluster_profile_plans_multinode_training_jobs(workdir):
     check = next(block for block in out.split("rule ") if block.startswith("check_data:"))
     assert "slurm_partition=cpuq" in check
     assert "tsm data download" in out  # a local rule (not submitted): test_cluster_profile.py
-    assert "tsm data tsmixup" not in out  # the hub corpora are TSMixup already: the default run's mixing is not inherited
+    assert "tsm data tsmixup" not in out  # hub corpora are TSMixup already: the default run's mixing stays off
 
 
 def test_cluster_profile_plans_one_node_without_mpi(workdir):

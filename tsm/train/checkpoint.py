@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from tsm.atomic import fresh_temporary_folder, replace_folder, temporary_path
+from tsm.card import write_model_card
 from tsm.config import ConfigError, TrainConfig
 from tsm.layout import (
     CONFIG_COPY,
@@ -105,6 +106,7 @@ def write_model_folder(accelerator: Any, model: torch.nn.Module, folder: Path, c
         _save_weights(model, state, folder, cfg)
         (folder / CONFIG_COPY).write_text(cfg.to_yaml())
         write_provenance(folder, cfg, step)  # what it was trained on (tsm evaluate: in-domain vs zero-shot)
+        write_model_card(folder)  # README.md in the hub's convention, from config.json and the provenance
 
 
 def save_checkpoint(
