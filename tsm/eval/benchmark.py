@@ -393,7 +393,7 @@ def evaluate(
     datasets = load_benchmark(benchmark)
     check_datasets_exist(datasets, datasets_root)
     # Before any forecasting: in-domain findings are logged up front, not after minutes of scoring.
-    regimes = model_regimes([str(m) for m in models], [d.name for d in datasets], datasets_root)
+    regimes = model_regimes([str(m) for m in models], [d.name for d in datasets], datasets_root, datasets)
     forecasters = {str(model): load_forecaster(str(model), device) for model in models}
     results = evaluate_forecasters(forecasters, datasets, datasets_root, batch_size, progress)
     found = [regimes[m][d] for m, d in zip(results["model"], results["dataset"], strict=True)]

@@ -31,6 +31,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leakage(args: argparse.Namespace) -> int:
+    import json
+
+    from tsm.data.arrow import DataError
+    from tsm.eval.leakage import find_leakage
+
+    try:
+        results = find_leakage(args.benchmark, args.datasets_root, args.corpus)
+    except (FileNotFoundError, ValueError, DataError) as exc:
+        raise TsmError(str(exc)) from None
+    for result in results:
+        print(result.describe())
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps([
+            {"dataset": r.name, "series": r.series, "found": r.found, "share": r.share,
+             "found_with_test_window": len(r.found_test), "found_history": len(r.found_history),
+             "corpora": r.corpora} for r in results], indent=2))
+        print(f"wrote {args.output}")
+    return 0
+
+
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score models on a benchmark (WQL, MASE)",
                        description="Forecast each benchmark dataset's windows and score WQL and MASE as the "
@@ -47,3 +69,13 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="CSV: dataset,model,MASE,WQL,regime,regime_reason (regime: in-domain, zero-shot, "
                         "unknown or n.a., from the model's training provenance)")
     p.set_defaults(func=_evaluate)
+    leak = sub.add_parser("leakage", help="find a benchmark's series in training corpora (renamed, converted, cut)",
+                          description="Hash every run of 8 consecutive values of each benchmark series and look "
+                                      "up every run of the corpora: per dataset, the share of series whose "
+                                      "history or test window a corpus holds. tsm evaluate runs the same check "
+                                      "on a model's own corpora (from its training provenance).")
+    leak.add_argument("--benchmark", required=True, help="benchmark definition (config/benchmarks/...)")
+    leak.add_argument("--datasets-root", default="data/benchmarks", help="folder holding the benchmark datasets")
+    leak.add_argument("--corpus", nargs="+", required=True, help="training corpus folders to search")
+    leak.add_argument("--output", help="also write the findings as JSON here")
+    leak.set_defaults(func=_leakage)

@@ -5,7 +5,10 @@ corpora of its own run and of every run it started from. A benchmark dataset is 
 model when a corpus in that history has the dataset's name (the corpus folder's name) or the same content
 fingerprint (the same Arrow bytes wherever they live); otherwise `zero-shot`. Hub models are taken as
 zero-shot (tsm cannot know their data), a local folder without the file is `unknown`, and the seasonal
-naive baseline has no training data (`n.a.`).
+naive baseline has no training data (`n.a.`). When the benchmark's definitions are given, the corpora that
+are still on disk are also searched for the datasets' series themselves (tsm.eval.leakage): a dataset some
+of whose series a corpus holds under another name, converted or truncated is `in-domain` too, with the
+share of its series found in the reason.
 """
 
 from __future__ import annotations
@@ -58,13 +61,37 @@ def match(corpora: Sequence[dict], name: str, fingerprint: str | None) -> Regime
                              "name or content")
 
 
-def model_regimes(models: Sequence[str], dataset_names: Sequence[str],
-                  datasets_root: str | Path) -> dict[str, dict[str, Regime]]:
-    """{model: {dataset: Regime}} for the models of one evaluation; in-domain findings are logged."""
+def _series_leakage(datasets: Sequence, datasets_root: str | Path, corpora: Sequence[dict],
+                    cache: dict) -> dict[str, str]:
+    """{dataset: reason} for the datasets whose series the model's corpora on disk hold (one scan per set of
+    corpora: a stage and the stage it started from share theirs)."""
+    from tsm.data.arrow import ArrowCorpus, DataError
+    from tsm.eval.leakage import BenchmarkIndex, benchmark_series
+
+    paths = tuple(dict.fromkeys(str(c["path"]) for c in corpora if c.get("path") and Path(c["path"]).is_dir()))
+    if not paths:
+        return {}
+    if paths not in cache:
+        index = BenchmarkIndex({d.name: benchmark_series(d, datasets_root) for d in datasets})
+        for path in paths:
+            try:
+                index.scan(ArrowCorpus(path))
+            except (DataError, OSError) as error:
+                logger.warning("series-level leakage check: could not read %s (%s)", path, error)
+        cache[paths] = {r.name: "series-level check: " + r.describe().split(": ", 1)[1]
+                        for r in index.results if r.found}
+    return cache[paths]
+
+
+def model_regimes(models: Sequence[str], dataset_names: Sequence[str], datasets_root: str | Path,
+                  datasets: Sequence | None = None) -> dict[str, dict[str, Regime]]:
+    """{model: {dataset: Regime}} for the models of one evaluation; in-domain findings are logged.
+    `datasets` (the benchmark's definitions): also search the model's corpora for the datasets' series."""
     from tsm.eval.benchmark import SEASONAL_NAIVE
     from tsm.provenance import read_provenance, training_corpora
 
     fingerprints: dict[str, str | None] = {}  # benchmark datasets are hashed only if some model needs it
+    scans: dict = {}
     regimes: dict[str, dict[str, Regime]] = {}
     for model in models:
         if model == SEASONAL_NAIVE:
@@ -84,10 +111,13 @@ def model_regimes(models: Sequence[str], dataset_names: Sequence[str],
             logger.warning("%s started from a model without provenance: its earlier training data is unknown",
                            model)
         regimes[model] = {}
+        leaked = _series_leakage(datasets, datasets_root, corpora, scans) if datasets else {}
         for name in dataset_names:
             if name not in fingerprints:
                 fingerprints[name] = dataset_fingerprint(datasets_root, name)
             regime = match(corpora, name, fingerprints[name])
+            if regime.regime == ZERO_SHOT and name in leaked:
+                regime = Regime(IN_DOMAIN, leaked[name])
             regimes[model][name] = regime
             if regime.regime == IN_DOMAIN:
                 logger.warning("%s on %s is in-domain, not zero-shot: %s", model, name, regime.reason)
