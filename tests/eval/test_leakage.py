@@ -121,6 +121,10 @@ def test_evaluate_marks_a_dataset_whose_series_the_model_was_trained_on(benchmar
     found = int(row["regime_reason"].split("check: ")[1].split(" of ")[0])
     assert 143 <= found <= 150  # the copies, and any M3 duplicate of one of them
     assert "'my_corpus'" in row["regime_reason"]
+    from tsm.eval.regime import model_regimes
+
+    unchecked = model_regimes([str(model)], ["monash_m3_monthly"], root)  # evaluate(..., series_check=False)
+    assert unchecked[str(model)]["monash_m3_monthly"].regime == "zero-shot"
 
 
 def test_leakage_command_prints_and_writes_the_share_per_dataset(benchmark, tmp_path):

@@ -381,9 +381,11 @@ def evaluate(
     batch_size: int = 256,
     device: str = "cpu",
     progress: bool = True,
+    series_check: bool = True,
 ) -> pd.DataFrame:
     """Score each model on each dataset of a benchmark: columns dataset, model, MASE, WQL, regime,
-    regime_reason (`in-domain` when the model's training provenance lists the dataset, see tsm.eval.regime).
+    regime_reason (`in-domain` when the model's training provenance lists the dataset or, with `series_check`,
+    when its corpora on disk hold some of the dataset's series; see tsm.eval.regime).
 
     A model is a Chronos-2 checkpoint folder or `seasonal-naive`. All datasets are checked before any
     model is loaded, so a missing one fails fast with the command that builds or fetches it.
@@ -393,7 +395,8 @@ def evaluate(
     datasets = load_benchmark(benchmark)
     check_datasets_exist(datasets, datasets_root)
     # Before any forecasting: in-domain findings are logged up front, not after minutes of scoring.
-    regimes = model_regimes([str(m) for m in models], [d.name for d in datasets], datasets_root, datasets)
+    regimes = model_regimes([str(m) for m in models], [d.name for d in datasets], datasets_root,
+                            datasets if series_check else None)
     forecasters = {str(model): load_forecaster(str(model), device) for model in models}
     results = evaluate_forecasters(forecasters, datasets, datasets_root, batch_size, progress)
     found = [regimes[m][d] for m, d in zip(results["model"], results["dataset"], strict=True)]
