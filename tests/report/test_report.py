@@ -516,12 +516,15 @@ def test_finetune_report_shows_zero_shot_and_fine_tuned_side_by_side(finetune_ru
     scores = combined.set_index(["dataset", "model"])
     rows = {cells[0].text: cells[1:] for cells in table_rows(table)}
     assert list(rows) == list(DATASETS)
+    tuned_rows = finetune_run["results"]["finetune"].set_index("dataset")
+    in_domain_datasets = set(tuned_rows.index[tuned_rows["regime"] == "in-domain"])
+    assert in_domain_datasets == set(DATASETS)  # the corpus copy, and M1 yearly through a series both hold
     lowered = 0
     for dataset, cells in rows.items():
         for block, metric in enumerate(("WQL", "MASE")):
             start, tuned, naive = (scores.loc[(dataset, m), metric] for m in ("start", "finetune", "seasonal-naive"))
             shown = [c.text for c in cells[block * 4 : block * 4 + 4]]
-            in_domain = "†" if dataset == DATASETS[1] else ""  # the fine-tune's corpus is this dataset's copy
+            in_domain = "†" if dataset in in_domain_datasets else ""
             # The texts come from the scores as this machine computed them, through the report's own
             # formatting: a wrecked model's WQL can be 0.9 on one machine and 146,592 (1.466e+05) on another.
             assert shown == [number(start), number(tuned) + in_domain, change_cell(start, tuned).text, number(naive)]
@@ -537,7 +540,7 @@ def test_finetune_report_shows_zero_shot_and_fine_tuned_side_by_side(finetune_ru
                                                          number(1.0)]
     sentence = f"Fine-tuning lowered WQL on {lowered} of 2 dataset(s) compared."
     [verdict] = [p.text for p in benchmark.find_all("p") if p.text.startswith(sentence)]
-    assert "The fine-tuned model was trained on 1 of them (in-domain, †)" in verdict
+    assert "The fine-tuned model was trained on 2 of them (in-domain, †)" in verdict
 
 
 def test_finetune_report_states_whether_fine_tuning_beat_the_start(finetune_run):
@@ -561,14 +564,20 @@ def test_finetune_report_marks_in_domain_scores_plainly(finetune_run):
     assert header == ["Dataset", *(["start", "finetune", "seasonal-naive"] * 2)]
     rows = {cells[0].text: cells[1:] for cells in table_rows(table)}
     marked = {(dataset, i) for dataset, cells in rows.items() for i, c in enumerate(cells) if c.find_all("sup")}
-    assert marked == {(DATASETS[1], 1), (DATASETS[1], 4)}  # finetune's WQL and MASE on its training data
+    # finetune's WQL and MASE on its training data (a copy of M1 quarterly) and on M1 yearly, one of whose
+    # series M1 quarterly holds too (series 111 of yearly is series 122 of quarterly): the series-level check.
+    assert marked == {(name, i) for name in DATASETS for i in (1, 4)}
     mark = rows[DATASETS[1]][1].find("sup")
     assert mark.text == "†" and mark.attrs["title"].startswith("in-domain: training corpus 'train'")
+    assert rows[DATASETS[0]][1].find("sup").attrs["title"].startswith(
+        "in-domain: series-level check: 1 of 181 series (0.6%) found in the training corpora")
     note = benchmark.find("p", **{"class": "regime-note"}).text
-    assert "In-domain, not zero-shot" in note and "1 score(s)" in note
-    [item] = benchmark.find("ul", **{"class": "messages"}).find_all("li")
-    assert item.text.startswith(f"finetune on {DATASETS[1]}: training corpus 'train'")
-    assert "same content fingerprint" in item.text
+    assert "In-domain, not zero-shot" in note and "2 score(s)" in note
+    items = [li.text for li in benchmark.find("ul", **{"class": "messages"}).find_all("li")]
+    assert len(items) == 2
+    assert any(text.startswith(f"finetune on {DATASETS[1]}: training corpus 'train'") and
+               "same content fingerprint" in text for text in items)
+    assert any(text.startswith(f"finetune on {DATASETS[0]}: series-level check: 1 of 181 series") for text in items)
 
 
 def test_finetune_summary_sentences(tmp_path):

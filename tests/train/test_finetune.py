@@ -65,10 +65,13 @@ def test_lora_trains_only_adapters_and_the_merged_export_predicts_as_the_adapted
     assert base.keys() == initial.keys()
     assert max((base[k] - initial[k]).abs().max().item() for k in base) == 0.0  # the base stayed frozen
     # B starts at zero, so a non-zero B trained. Group attention over univariate series attends to one row,
-    # where softmax is constant: its q and k get no gradient. Every other adapter trains.
-    untrained = {name.split(".lora_B")[0].replace("base_model.model.", "")
-                 for name, p in adapted.named_parameters() if "lora_B" in name and p.abs().max() == 0}
-    assert untrained == {f"encoder.block.{i}.layer.1.self_attention.{m}" for i in range(2) for m in "qk"}
+    # where softmax is constant: its q and k get no gradient but rounding noise (~1e-12 without dropout, which
+    # Adam scales up to ~1e-6 steps), far below what every other adapter learns.
+    trained = {name.split(".lora_B")[0].replace("base_model.model.", ""): p.abs().max().item()
+               for name, p in adapted.named_parameters() if "lora_B" in name}
+    constant = {f"encoder.block.{i}.layer.1.self_attention.{m}" for i in range(2) for m in "qk"}
+    assert constant <= trained.keys()
+    assert max(trained[n] for n in constant) < 1e-3 * min(v for n, v in trained.items() if n not in constant)
     # The exported folder has the adapters merged and loads without peft; the adapters alone load with peft.
     assert not (final / "adapter_config.json").exists() and (final / ADAPTER_FOLDER / "adapter_config.json").is_file()
     merged = predict(Chronos2Pipeline.from_pretrained(final))

@@ -79,7 +79,8 @@ def test_validation_scores_exactly_the_held_out_tail_which_training_never_sees(t
         assert np.nanmax(context) < HELD_OUT and np.nanmax(future) < HELD_OUT
         assert not np.isnan(future).any()
     # Validation: one window per series, its target the series' last PREDICTION steps, its context what
-    # comes just before them (up to context_length 128, NaN-padded on the left).
+    # comes just before them (up to context_length 128, or shorter where short_context_share cuts it,
+    # NaN-padded on the left).
     cut_points = []
     for context, future in validation:
         for ctx_row, target_row in zip(context, future, strict=True):
@@ -87,7 +88,8 @@ def test_validation_scores_exactly_the_held_out_tail_which_training_never_sees(t
             cut = int(target_row[0] - HELD_OUT)
             np.testing.assert_array_equal(target_row, HELD_OUT + np.arange(cut, cut + PREDICTION, dtype=np.float32))
             seen = ctx_row[~np.isnan(ctx_row)]
-            np.testing.assert_array_equal(seen, np.arange(max(0, cut - 128), cut, dtype=np.float32))
+            assert 0 < len(seen) <= min(cut, 128)
+            np.testing.assert_array_equal(seen, np.arange(cut - len(seen), cut, dtype=np.float32))
             cut_points.append(cut)
     assert sorted(cut_points) == sorted(n - PREDICTION for n in lengths)
     log = (out / "training.log").read_text()
