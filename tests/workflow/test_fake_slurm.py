@@ -59,8 +59,9 @@ if "--leave" in args:  # a background child in the task's session, and a daemon 
 note(f"start pid={os.getpid()}")
 open(f"{name}.ready", "w").close()
 while not ("--stop-file" in args and os.path.exists(args[args.index("--stop-file") + 1])):
-    with open(f"{name}.beat", "w") as f:
+    with open(f"{name}.beat.tmp", "w") as f:  # replaced whole: a SIGKILL never leaves an empty beat behind
         f.write(f"{time.time():.3f}")
+    os.replace(f"{name}.beat.tmp", f"{name}.beat")
     time.sleep(0.05)
 note("stopped")
 """
