@@ -27,7 +27,7 @@ BASELINE = "seasonal-naive"  # tsm evaluate's name for the baseline's rows
 TAGS = ["time series", "forecasting", "chronos-2", "foundation models", "tsm"]
 
 
-def _metadata(config: dict[str, Any], provenance: dict[str, Any] | None) -> str:
+def _metadata(provenance: dict[str, Any] | None) -> str:
     from huggingface_hub import ModelCardData
 
     corpora = [*(provenance or {}).get("corpora", []), *(provenance or {}).get("inherited", [])]
@@ -122,7 +122,7 @@ def model_card(folder: str | Path, scores: pd.DataFrame | None = None, name: str
     provenance = read_provenance(folder)
     title = name or f"{(provenance or {}).get('stage') or folder.resolve().name} (Chronos-2, trained with tsm)"
     lines = [
-        "---", _metadata(config, provenance).rstrip("\n"), "---", "", f"# {title}", "",
+        "---", _metadata(provenance).rstrip("\n"), "---", "", f"# {title}", "",
         "A Chronos-2 time-series forecasting model (encoder-only transformer over patches, group attention "
         "across related series, a quantile head), trained with tsm. It loads with the `chronos-forecasting` "
         "package:", "",
