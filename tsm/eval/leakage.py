@@ -83,13 +83,17 @@ class DatasetLeakage:
     def share(self) -> float:
         return self.found / self.series if self.series else 0.0
 
-    def describe(self) -> str:
+    def summary(self) -> str:
+        """What was found, without the dataset's name (tsm evaluate's regime reason)."""
         if not self.found:
-            return f"{self.name}: none of {self.series:,} series found in the training corpora"
+            return f"none of {self.series:,} series found in the training corpora"
         where = ", ".join(f"'{c}' ({n:,})" for c, n in sorted(self.corpora.items(), key=lambda kv: -kv[1]))
-        return (f"{self.name}: {self.found:,} of {self.series:,} series ({self.share:.1%}) found in the training "
-                f"corpora: {len(self.found_test):,} with test-window values, {len(self.found_history):,} with "
-                f"history; in {where}")
+        return (f"{self.found:,} of {self.series:,} series ({self.share:.1%}) found in the training corpora: "
+                f"{len(self.found_test):,} with test-window values, {len(self.found_history):,} with history; "
+                f"in {where}")
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.summary()}"
 
 
 class BenchmarkIndex:

@@ -78,8 +78,7 @@ def _series_leakage(datasets: Sequence, datasets_root: str | Path, corpora: Sequ
                 index.scan(ArrowCorpus(path))
             except (DataError, OSError) as error:
                 logger.warning("series-level leakage check: could not read %s (%s)", path, error)
-        cache[paths] = {r.name: "series-level check: " + r.describe().split(": ", 1)[1]
-                        for r in index.results if r.found}
+        cache[paths] = {r.name: f"series-level check: {r.summary()}" for r in index.results if r.found}
     return cache[paths]
 
 
