@@ -25,7 +25,7 @@ BENCHMARK = {"name": "two", "datasets": [
 
 
 @pytest.fixture(scope="module")
-def benchmark(tmp_path_factory) -> tuple[Path, Path]:
+def m3_benchmark(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("leak")
     for entry in BENCHMARK["datasets"]:
         build_competition_dataset(entry["name"], base / "root")
@@ -43,8 +43,8 @@ def test_hashes_see_values_not_their_type_or_position():
     assert run_hashes(values[::-1])[0] != same[-1]
 
 
-def test_a_corpus_with_30_percent_of_a_benchmarks_series_is_found_as_30_percent(benchmark, tmp_path):
-    path, root = benchmark
+def test_a_corpus_with_30_percent_of_a_benchmarks_series_is_found_as_30_percent(m3_benchmark, tmp_path):
+    path, root = m3_benchmark
     monthly = benchmark_series(next(d for d in load_benchmark(path) if d.name == "monash_m3_monthly"), root)
     # M3 monthly holds a few duplicate series (899 and 944 are equal): a copy of one is a copy of the other. The
     # 30% are drawn among series that share no run with another, so that exactly they are expected.
@@ -84,11 +84,11 @@ def test_a_corpus_with_30_percent_of_a_benchmarks_series_is_found_as_30_percent(
     assert results["monash_m3_yearly"].found == 0  # nothing of it was copied: no chance matches either
 
 
-def test_synthetic_corpora_match_nothing(benchmark, tmp_path):
+def test_synthetic_corpora_match_nothing(m3_benchmark, tmp_path):
     from tsm.data.synth import generate
     from tsm.data.synth import write_corpus as write_synth
 
-    path, root = benchmark
+    path, root = m3_benchmark
     write_synth(tmp_path / "synth", generate("mix", 400, 64, 512, seed=0))
     assert all(r.found == 0 for r in find_leakage(path, root, [tmp_path / "synth"]))
 
@@ -105,12 +105,12 @@ def test_a_test_window_copied_alone_counts_and_flat_runs_do_not():
     assert index.results[0].corpora == {"tail": 1}
 
 
-def test_evaluate_marks_a_dataset_whose_series_the_model_was_trained_on(benchmark, tmp_path):
+def test_evaluate_marks_a_dataset_whose_series_the_model_was_trained_on(m3_benchmark, tmp_path):
     from tests.conftest import tiny_config
     from tsm.eval.benchmark import evaluate
     from tsm.train.loop import train
 
-    path, root = benchmark
+    path, root = m3_benchmark
     monthly = benchmark_series(next(d for d in load_benchmark(path) if d.name == "monash_m3_monthly"), root)
     copies = write_corpus(tmp_path / "my_corpus", [values for values, _ in monthly[:143]])  # about 10%, renamed
     model = train(tiny_config(copies, tmp_path / "stage1", max_steps=2, save_steps=2))
@@ -127,8 +127,8 @@ def test_evaluate_marks_a_dataset_whose_series_the_model_was_trained_on(benchmar
     assert unchecked[str(model)]["monash_m3_monthly"].regime == "zero-shot"
 
 
-def test_leakage_command_prints_and_writes_the_share_per_dataset(benchmark, tmp_path):
-    path, root = benchmark
+def test_leakage_command_prints_and_writes_the_share_per_dataset(m3_benchmark, tmp_path):
+    path, root = m3_benchmark
     yearly = benchmark_series(next(d for d in load_benchmark(path) if d.name == "monash_m3_yearly"), root)
     corpus = write_corpus(tmp_path / "c", [values for values, _ in yearly[:64]] + random_walks(50, 40, 80))
     result = subprocess.run([sys.executable, "-m", "tsm.cli", "leakage", "--benchmark", str(path), "--datasets-root",
