@@ -22,6 +22,7 @@ from tsm.cli import main
 from tsm.data.checks import DataCheckReport, check
 from tsm.data.competitions import build_competition_dataset
 from tsm.eval.benchmark import evaluate, load_benchmark, load_windows, pipeline_forecaster, relative_scores
+from tsm.eval.fev_tasks import evaluate_fev
 from tsm.layout import (
     DATA_CHECK_REPORT,
     DATA_CHECK_SUMMARY,
@@ -42,7 +43,8 @@ from tsm.train.loop import train
 
 LITE_OFFLINE = Path(__file__).resolve().parents[2] / "config" / "benchmarks" / "lite-offline.yaml"
 DATASETS = ("monash_m1_yearly", "monash_m1_quarterly")
-SECTIONS = ("summary", "training", "benchmark", "forecasts", "data-checks", "runtimes")
+SECTIONS = ("summary", "training", "benchmark", "leaderboard", "forecasts", "data-checks", "runtimes")
+FEV_RESULTS = Path(__file__).resolve().parents[2] / "config" / "benchmarks" / "fev" / "results"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -90,6 +92,16 @@ def run(tmp_path_factory) -> dict:
         results[name] = measured(timings / f"evaluate_{name}.tsv", write_benchmark_csv, [model], benchmark, root,
                                  run_dir / "benchmark" / f"{name}.csv")
 
+    # The DAG's evaluate_fev rule: the same models on the fev twins of these datasets, one summary file each.
+    fev_tasks = base / "fev-tasks.yaml"
+    fev_tasks.write_text(yaml.safe_dump({"tasks": [
+        t for t in yaml.safe_load((LITE_OFFLINE.parent / "fev" / "chronos-zeroshot-offline.yaml").read_text())["tasks"]
+        if t["dataset_config"] in DATASETS]}))
+    for name, model in (("stage1", str(stage1)), ("stage2", str(stage2)), ("seasonal-naive", "seasonal-naive")):
+        _, summaries = evaluate_fev([model], fev_tasks, root, batch_size=64, progress=False)
+        (run_dir / "benchmark-fev").mkdir(exist_ok=True)
+        summaries.to_csv(run_dir / "benchmark-fev" / f"{name}-fev-summaries.csv", index=False)
+
     # The data checks as `tsm data check --output report.json > summary.txt` leave them.
     checks = run_dir / DATA_CHECKS
     min_length = 64  # longer than every M1 yearly series (max 58): a failed check, with an error to show
@@ -97,7 +109,9 @@ def run(tmp_path_factory) -> dict:
           summary=checks / DATA_CHECK_SUMMARY)
 
     output = run_dir / "report.html"
-    assert main(["report", "--run-dir", str(run_dir), "--output", str(output), "--benchmark", str(benchmark)]) == 0
+    references = [str(p) for p in sorted(FEV_RESULTS.glob("chronos_zeroshot-*.csv"))]
+    assert main(["report", "--run-dir", str(run_dir), "--output", str(output), "--benchmark", str(benchmark),
+                 "--reference-results", *references]) == 0
     return {"dir": run_dir, "benchmark": benchmark, "root": root, "results": results, "stage2": stage2,
             "html": output.read_text(), "page": parse(output.read_text())}
 
@@ -189,6 +203,27 @@ def test_every_section_is_present_in_order_and_linked(run):
     assert links == [f"#{anchor}" for anchor in SECTIONS]
     for anchor in SECTIONS:
         assert not section(page, anchor).find_all("p", **{"class": "note"}), f"unexpected note in {anchor}"
+
+
+def test_leaderboard_shows_win_rate_and_skill_score_with_intervals_beside_published_models(run):
+    from tsm.eval.leaderboard import leaderboard, summaries_from_results
+
+    board = section(run["page"], "leaderboard")
+    tables = board.find_all("table")
+    assert len(tables) == 2  # this run's benchmark; the fev tasks beside the published models
+    fev_rows = {row[0].text: [cell.text for cell in row] for row in table_rows(tables[1])}
+    assert set(fev_rows) == {"stage1", "stage2", "seasonal-naive", "chronos_bolt_tiny (published)",
+                             "chronos_bolt_small (published)", "seasonal_naive (published)"}
+    # the cells are fev.leaderboard's numbers for this run's CSVs: win rate and skill score [95% interval]
+    results = pd.concat([frame.assign(model=name) for name, frame in run["results"].items()], ignore_index=True)
+    expected, _ = leaderboard(summaries_from_results(results, "b"), ["stage1", "stage2", "seasonal-naive"],
+                              "seasonal-naive", ["WQL"])
+    stage2 = expected.set_index("model").loc["stage2"]
+    run_rows = {row[0].text: [cell.text for cell in row] for row in table_rows(tables[0])}
+    assert run_rows["stage2"][2] == (f"{stage2.win_rate:.3f} [{stage2.win_rate_lower:.3f}, "
+                                     f"{stage2.win_rate_upper:.3f}]")
+    assert run_rows["stage2"][3].startswith(f"{stage2.skill_score:+.3f} [")
+    assert re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", fev_rows["stage2"][3])
 
 
 def test_self_contained_no_external_links_or_scripts(run):
@@ -502,7 +537,9 @@ def finetune_run(tmp_path_factory) -> dict:
                for name, model in (("start", str(start)), ("finetune", str(tuned)),
                                    ("seasonal-naive", "seasonal-naive"))}
     output = run_dir / "report.html"
-    assert main(["report", "--run-dir", str(run_dir), "--output", str(output), "--benchmark", str(benchmark)]) == 0
+    references = [str(p) for p in sorted(FEV_RESULTS.glob("chronos_zeroshot-*.csv"))]
+    assert main(["report", "--run-dir", str(run_dir), "--output", str(output), "--benchmark", str(benchmark),
+                 "--reference-results", *references]) == 0
     return {"dir": run_dir, "results": results, "page": parse(output.read_text()), "tuned": tuned}
 
 

@@ -163,9 +163,16 @@ def download_dataset(dataset: HubDataset, root: str | Path, force: bool = False,
 
 
 def datasets_of_benchmark(path: str | Path, default_repo: str = DEFAULT_REPO) -> list[HubDataset]:
+    """The hub datasets of a tsm benchmark file, or of a fev task file (its tasks' dataset_path and
+    dataset_config; tasks that read a file of their own have nothing to download)."""
     from tsm.eval.benchmark import load_benchmark
+    from tsm.eval.fev_tasks import is_fev_benchmark, read_task_definitions
 
     try:
+        if is_fev_benchmark(path):
+            wanted = [HubDataset(t["dataset_path"], t["dataset_config"])
+                      for t in read_task_definitions(path) if t.get("dataset_config")]
+            return list(dict.fromkeys(wanted))
         entries = load_benchmark(path)
     except (FileNotFoundError, ValueError) as exc:
         raise DataError(str(exc)) from None

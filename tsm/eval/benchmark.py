@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from tsm.eval.leakage import benchmark_series_of
 from tsm.eval.metrics import (
     QUANTILE_LEVELS,
     aggregate_relative,
@@ -354,6 +355,11 @@ def load_forecaster(model: str, device: str = "cpu") -> Forecaster:
     """`seasonal-naive`, or a Chronos-2 checkpoint folder (or hub id) loaded in eval mode."""
     if model == SEASONAL_NAIVE:
         return seasonal_naive_forecaster
+    return pipeline_forecaster(load_pipeline(model, device))
+
+
+def load_pipeline(model: str, device: str = "cpu"):
+    """A Chronos2Pipeline of a checkpoint folder or hub id, in eval mode; a clear error for anything else."""
     from chronos import Chronos2Pipeline
 
     if is_local_model(model) and not Path(model).expanduser().is_dir():
@@ -366,7 +372,7 @@ def load_forecaster(model: str, device: str = "cpu") -> Forecaster:
     except (OSError, AssertionError, AttributeError, ValueError) as error:
         raise ValueError(f"could not load {model} as a Chronos-2 model: {error}") from error
     pipeline.model.eval()
-    return pipeline_forecaster(pipeline)
+    return pipeline
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -396,7 +402,7 @@ def evaluate(
     check_datasets_exist(datasets, datasets_root)
     # Before any forecasting: in-domain findings are logged up front, not after minutes of scoring.
     regimes = model_regimes([str(m) for m in models], [d.name for d in datasets], datasets_root,
-                            datasets if series_check else None)
+                            (lambda: benchmark_series_of(datasets, datasets_root)) if series_check else None)
     forecasters = {str(model): load_forecaster(str(model), device) for model in models}
     results = evaluate_forecasters(forecasters, datasets, datasets_root, batch_size, progress)
     found = [regimes[m][d] for m, d in zip(results["model"], results["dataset"], strict=True)]

@@ -7,28 +7,70 @@ from pathlib import Path
 
 from tsm.config import TsmError
 
+DEFAULT_REFERENCE = "config/benchmarks/fev/results"  # published fev summaries shipped with tsm (Apache-2.0)
+
 
 def _evaluate(args: argparse.Namespace) -> int:
     from tsm.eval.benchmark import SEASONAL_NAIVE, evaluate, relative_scores, summary_table
+    from tsm.eval.fev_tasks import evaluate_fev, is_fev_benchmark
 
     models = list(dict.fromkeys(args.model))  # keep order, drop repeats
+    fev_benchmark = is_fev_benchmark(args.benchmark)
+    options = dict(batch_size=args.batch_size, device=args.device, series_check=not args.no_series_check)
     try:
-        results = evaluate(models, args.benchmark, args.datasets_root, batch_size=args.batch_size,
-                           device=args.device, series_check=not args.no_series_check)
+        if fev_benchmark:
+            results, summaries = evaluate_fev(models, args.benchmark, args.datasets_root, **options)
+        else:
+            results, summaries = evaluate(models, args.benchmark, args.datasets_root, **options), None
     except (FileNotFoundError, ValueError) as exc:  # bad benchmark file, missing dataset, unloadable model
         raise TsmError(str(exc)) from None
     relative = relative_scores(results) if SEASONAL_NAIVE in models else None
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     results.to_csv(output, index=False)
-    written = [str(output)]
+    written = [output]
     if relative is not None:
-        relative_path = output.with_name(output.stem + "-relative.csv")
-        relative.to_csv(relative_path, index=False)
-        written.append(str(relative_path))
+        written.append(output.with_name(output.stem + "-relative.csv"))
+        relative.to_csv(written[-1], index=False)
+    if summaries is not None:  # fev's own format: fev.leaderboard reads it beside published results
+        written.append(output.with_name(output.stem + "-fev-summaries.csv"))
+        summaries.to_csv(written[-1], index=False)
     print(summary_table(results, relative))
-    print("\nwrote " + " and ".join(written))
+    if SEASONAL_NAIVE in models:
+        board = _leaderboard(args, results, summaries, models)
+        if board is not None:
+            written.append(output.with_name(output.stem + "-leaderboard.csv"))
+            board.to_csv(written[-1], index=False)
+    print("\nwrote " + ", ".join(map(str, written)))
     return 0
+
+
+def _leaderboard(args: argparse.Namespace, results, summaries, models: list[str]):
+    """fev's win rate and skill score against the seasonal naive baseline, with published models joining
+    a fev benchmark's tasks; None when there is nothing to rank."""
+    from tsm.eval.benchmark import SEASONAL_NAIVE
+    from tsm.eval.leaderboard import format_leaderboard, leaderboard, read_reference, summaries_from_results
+
+    metrics = [c for c in results.columns if c not in ("dataset", "model", "regime", "regime_reason")]
+    reference = None
+    if summaries is None:
+        summaries = summaries_from_results(results, args.benchmark)  # tsm's format: no published twin
+    else:
+        paths = args.reference_results
+        if paths is None:
+            paths = sorted(Path(DEFAULT_REFERENCE).glob("*.csv"))
+        try:
+            reference = read_reference(paths)
+        except (FileNotFoundError, ValueError) as exc:
+            raise TsmError(str(exc)) from None
+    if len(set(summaries["model_name"])) + (0 if reference is None else len(reference)) < 2:
+        return None
+    board, notes = leaderboard(summaries, models, SEASONAL_NAIVE, metrics, reference)
+    print("\nLeaderboard (fev's win rate and skill score, baseline " + SEASONAL_NAIVE + "):")
+    print(format_leaderboard(board))
+    for note in notes:
+        print(f"  note: {note}")
+    return board
 
 
 def _leakage(args: argparse.Namespace) -> int:
@@ -60,14 +102,21 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                                    "aggregate relative scores (<output>-relative.csv).")
     p.add_argument("--model", action="append", required=True,
                    help="a Chronos-2 checkpoint folder, a hub id, or 'seasonal-naive' (repeat to compare)")
-    p.add_argument("--benchmark", required=True, help="benchmark definition, e.g. config/benchmarks/lite-offline.yaml")
+    p.add_argument("--benchmark", required=True,
+                   help="tsm benchmark definition (config/benchmarks/lite-offline.yaml) or fev task file "
+                        "(config/benchmarks/fev/fev-bench.yaml, run through fev)")
     p.add_argument("--datasets-root", default="data/benchmarks",
-                   help="folder holding one datasets folder per benchmark dataset")
+                   help="folder holding one datasets folder per benchmark dataset (fev tasks: per dataset_config; "
+                        "a task not found there is read from the hub)")
+    p.add_argument("--reference-results", nargs="*", default=None, metavar="CSV",
+                   help="published fev summaries to rank against on a fev benchmark (default: those in "
+                        f"{DEFAULT_REFERENCE}/ when run from a tsm checkout; none: pass the flag alone)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", default="results/evaluation.csv",
                    help="CSV: dataset,model,MASE,WQL,regime,regime_reason (regime: in-domain, zero-shot, "
-                        "unknown or n.a., from the model's training provenance)")
+                        "unknown or n.a., from the model's training provenance); beside it <name>-relative.csv, "
+                        "<name>-leaderboard.csv (win rate, skill score) and, for fev tasks, <name>-fev-summaries.csv")
     p.add_argument("--no-series-check", action="store_true",
                    help="skip searching the model's training corpora for the benchmark's series (tsm leakage); "
                         "it reads the corpora once, ~28M values/s")

@@ -170,13 +170,17 @@ def benchmark_series(dataset, datasets_root: str | Path) -> list[tuple[np.ndarra
     return [(values, max(len(values) + dataset.offset, 0)) for values in series]
 
 
+def benchmark_series_of(datasets: Sequence, datasets_root: str | Path) -> dict[str, list[tuple[np.ndarray, int]]]:
+    """{name: [(values, test start)]} of a tsm benchmark's datasets (tsm.eval.regime's series check)."""
+    return {dataset.name: benchmark_series(dataset, datasets_root) for dataset in datasets}
+
+
 def find_leakage(benchmark: str | Path, datasets_root: str | Path, corpora: Sequence[str | Path],
                  window: int = WINDOW) -> list[DatasetLeakage]:
     """Per dataset of `benchmark`, its series found in `corpora` (history or test region)."""
     from tsm.eval.benchmark import load_benchmark
 
-    datasets = {d.name: benchmark_series(d, datasets_root) for d in load_benchmark(benchmark)}
-    index = BenchmarkIndex(datasets, window)
+    index = BenchmarkIndex(benchmark_series_of(load_benchmark(benchmark), datasets_root), window)
     for path in corpora:
         index.scan(ArrowCorpus(path))
     return index.results

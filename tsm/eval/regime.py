@@ -14,9 +14,11 @@ share of its series found in the reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 logger = logging.getLogger("tsm")
 
@@ -24,6 +26,8 @@ IN_DOMAIN = "in-domain"
 ZERO_SHOT = "zero-shot"
 UNKNOWN = "unknown"
 NOT_APPLICABLE = "n.a."
+# Returns {dataset: [(series values, test start)]}: what the series-level check indexes.
+SeriesOf = Callable[[], Mapping[str, list[tuple[np.ndarray, int]]]]
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,11 @@ class Regime:
 
 
 def dataset_fingerprint(datasets_root: str | Path, name: str) -> str | None:
-    """The content fingerprint of a benchmark dataset folder (None when it cannot be read)."""
+    """The content fingerprint of a benchmark dataset folder (None when it is not on disk or cannot be read)."""
     from tsm.provenance import fingerprint
 
+    if not (Path(datasets_root) / name).is_dir():  # e.g. a fev task read from the hub
+        return None
     try:
         return fingerprint(Path(datasets_root) / name)["fingerprint"]
     except OSError as error:
@@ -61,18 +67,19 @@ def match(corpora: Sequence[dict], name: str, fingerprint: str | None) -> Regime
                              "name or content")
 
 
-def _series_leakage(datasets: Sequence, datasets_root: str | Path, corpora: Sequence[dict],
-                    cache: dict) -> dict[str, str]:
+def _series_leakage(series_of: SeriesOf, corpora: Sequence[dict], cache: dict) -> dict[str, str]:
     """{dataset: reason} for the datasets whose series the model's corpora on disk hold (one scan per set of
     corpora: a stage and the stage it started from share theirs)."""
     from tsm.data.arrow import ArrowCorpus, DataError
-    from tsm.eval.leakage import BenchmarkIndex, benchmark_series
+    from tsm.eval.leakage import BenchmarkIndex
 
     paths = tuple(dict.fromkeys(str(c["path"]) for c in corpora if c.get("path") and Path(c["path"]).is_dir()))
     if not paths:
         return {}
     if paths not in cache:
-        index = BenchmarkIndex({d.name: benchmark_series(d, datasets_root) for d in datasets})
+        if "index" not in cache:  # the benchmark's series are read once, and only if some corpus is on disk
+            cache["index"] = series_of()
+        index = BenchmarkIndex(cache["index"])
         for path in paths:
             try:
                 index.scan(ArrowCorpus(path))
@@ -83,9 +90,10 @@ def _series_leakage(datasets: Sequence, datasets_root: str | Path, corpora: Sequ
 
 
 def model_regimes(models: Sequence[str], dataset_names: Sequence[str], datasets_root: str | Path,
-                  datasets: Sequence | None = None) -> dict[str, dict[str, Regime]]:
+                  series_of: SeriesOf | None = None) -> dict[str, dict[str, Regime]]:
     """{model: {dataset: Regime}} for the models of one evaluation; in-domain findings are logged.
-    `datasets` (the benchmark's definitions): also search the model's corpora for the datasets' series."""
+    `series_of` returns {dataset: [(values, test start)]} (tsm.eval.leakage): with it, the model's corpora are
+    also searched for the datasets' series."""
     from tsm.eval.benchmark import SEASONAL_NAIVE
     from tsm.provenance import read_provenance, training_corpora
 
@@ -110,7 +118,7 @@ def model_regimes(models: Sequence[str], dataset_names: Sequence[str], datasets_
             logger.warning("%s started from a model without provenance: its earlier training data is unknown",
                            model)
         regimes[model] = {}
-        leaked = _series_leakage(datasets, datasets_root, corpora, scans) if datasets else {}
+        leaked = _series_leakage(series_of, corpora, scans) if series_of else {}
         for name in dataset_names:
             if name not in fingerprints:
                 fingerprints[name] = dataset_fingerprint(datasets_root, name)

@@ -16,6 +16,7 @@ from tsm.report.runfiles import (
     StageRun,
     read_benchmark_results,
     read_data_checks,
+    read_fev_summaries,
     read_rule_times,
     read_stages,
 )
@@ -32,11 +33,13 @@ def build_report(
     benchmark: str | Path | None = None,
     datasets_root: str | Path | None = None,
     series_per_dataset: int = 3,
+    reference_results: Sequence[str | Path] = (),
 ) -> Path:
     """Write the run's report to `output` and return its path.
 
     benchmark: the benchmark YAML whose windows the fan charts show (default lite-offline);
-    datasets_root: where its datasets are (default `<run_dir>/data/benchmarks`)."""
+    datasets_root: where its datasets are (default `<run_dir>/data/benchmarks`);
+    reference_results: published fev summary CSVs for the leaderboard of the run's fev tasks."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist (expected e.g. results/test)")
@@ -49,6 +52,7 @@ def build_report(
     stages = _read(lambda: read_stages(run_dir), [], "training stages", notes)
     results = _read(lambda: read_benchmark_results(run_dir), None, "benchmark results", notes)
     relative = _read(lambda: sections.relative_or_none(results), None, "relative scores", notes)
+    fev_summaries = _read(lambda: read_fev_summaries(run_dir), None, "fev summaries", notes)
     checks = _read(lambda: read_data_checks(run_dir), None, "data checks", notes)
     rule_times = _read(lambda: read_rule_times(run_dir), None, "Snakemake benchmark files", notes)
     verdict = sections.verdict(relative, results)
@@ -63,6 +67,8 @@ def build_report(
             _section("training", "Training curves", lambda: sections.training_section(stages)),
             _section("benchmark", "Benchmark",
                      lambda: sections.benchmark_section(results, relative, verdict, run_dir)),
+            _section("leaderboard", "Leaderboard", lambda: sections.leaderboard_section(
+                results, fev_summaries, [resolve_benchmark(p) for p in reference_results])),
             _section("forecasts", "Forecasts",
                      lambda: forecasts_section(stages, benchmark_path, root, series_per_dataset)),
             _section("data-checks", "Data checks", lambda: sections.data_checks_section(checks, run_dir)),

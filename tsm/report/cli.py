@@ -13,7 +13,8 @@ def _report(args: argparse.Namespace) -> int:
     try:
         output = build_report(args.run_dir, args.output or f"{args.run_dir}/report.html",
                               benchmark=args.benchmark or DEFAULT_BENCHMARK, datasets_root=args.datasets_root,
-                              series_per_dataset=args.series_per_dataset)
+                              series_per_dataset=args.series_per_dataset,
+                              reference_results=args.reference_results)
     except (FileNotFoundError, ValueError) as exc:  # no run folder, bad count
         raise TsmError(str(exc)) from None
     print(f"wrote {output}")
@@ -31,4 +32,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
                                        "(default: config/benchmarks/lite-offline.yaml)")
     p.add_argument("--datasets-root", help="folder of the benchmark datasets (default: <run-dir>/data/benchmarks)")
     p.add_argument("--series-per-dataset", type=int, default=3, help="fan-chart windows per dataset")
+    p.add_argument("--reference-results", nargs="*", default=[], metavar="CSV",
+                   help="published fev summaries (config/benchmarks/fev/results/) that the leaderboard of the run's "
+                        "fev tasks (benchmark-fev/) ranks beside this run's models")
     p.set_defaults(func=_report)

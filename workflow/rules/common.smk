@@ -10,6 +10,7 @@ RUN = config["run"]
 RESULTS = f"results/{RUN}"
 BENCHMARK = config["benchmark"]["config"]
 BENCHMARK_DATA = f"{RESULTS}/data/benchmarks"
+FEV = config["benchmark"].get("fev") or {}  # fev tasks scored beside the benchmark (benchmark-fev/); {}: off
 # The trained models of this run: two pretraining stages, or one fine-tuning stage.
 STAGES = ["finetune"] if config["mode"] == "finetune" else ["stage1", "stage2"]
 

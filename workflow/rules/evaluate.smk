@@ -25,3 +25,32 @@ rule evaluate:
     shell:
         "tsm evaluate --model {params.model} --benchmark {params.benchmark} --datasets-root {input.data}"
         " --output {output} > {log} 2>&1"
+
+
+rule evaluate_fev:
+    """The same models on fev's own task definitions, through fev (data from the benchmark folder when a
+    task's dataset is there, else the hub); writes {model}-fev-summaries.csv beside, in fev's format."""
+    input:
+        data=BENCHMARK_DATA,
+        model=evaluated_model_input,
+    output:
+        scores=f"{RESULTS}/benchmark-fev/{{model}}.csv",
+        summaries=f"{RESULTS}/benchmark-fev/{{model}}-fev-summaries.csv",
+    wildcard_constraints:
+        model="stage1|stage2|finetune|start|seasonal-naive",
+    params:
+        model=evaluated_model,
+        tasks=FEV.get("tasks"),
+    conda:
+        "../envs/tsm.yaml"
+    log:
+        f"{RESULTS}/logs/evaluate_fev_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_fev_{{model}}.tsv"
+    threads: 2
+    resources:
+        **cpu_job_resources(),
+    shell:
+        # One model per job: the report ranks them together (and beside the published results).
+        "tsm evaluate --model {params.model} --benchmark {params.tasks} --datasets-root {input.data}"
+        " --output {output.scores} --reference-results > {log} 2>&1"

@@ -4,6 +4,7 @@
 rule report:
     input:
         evaluations=expand(f"{RESULTS}/benchmark/{{model}}.csv", model=EVALUATED),
+        fev=expand(f"{RESULTS}/benchmark-fev/{{model}}-fev-summaries.csv", model=EVALUATED if FEV else []),
         models=[final_model(stage) for stage in STAGES],
         checks=f"{RESULTS}/data-checks/report.json",
         data=BENCHMARK_DATA,
@@ -12,6 +13,7 @@ rule report:
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output[0]),
         benchmark=BENCHMARK,
+        references=" ".join(FEV.get("reference_results", [])),
     conda:
         "../envs/tsm.yaml"
     log:
@@ -22,4 +24,4 @@ rule report:
         **cpu_job_resources(),
     shell:
         "tsm report --run-dir {params.run_dir} --output {output} --benchmark {params.benchmark}"
-        " --datasets-root {input.data} > {log} 2>&1"
+        " --datasets-root {input.data} --reference-results {params.references} > {log} 2>&1"
