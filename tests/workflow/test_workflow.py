@@ -47,9 +47,16 @@ def workdir(tmp_path: Path) -> Path:
 def test_dry_run_plans_the_whole_dag(workdir):
     out = snakemake(workdir, "-n", "all").stdout
     for rule in ("synth_train", "download_eval", "check_data", "train_stage1", "train_stage2", "evaluate",
-                 "report", "all"):
+                 "evaluate_fev", "report", "all"):
         assert f"rule {rule}:" in out or f"{rule} " in out
     assert "finetune" not in out
+    # the fev twins of the benchmark, ranked in the report beside the published models the config names
+    report = planned_job(out, "results/test/report.html")
+    assert "results/test/benchmark-fev/stage2-fev-summaries.csv" in report
+    assert "--reference-results config/benchmarks/fev/results/chronos_zeroshot-results-chronos_bolt_tiny.csv" in report
+    fev = next(b for b in out.split("rule ") if b.startswith("evaluate_fev:") and "--output results/test/"
+               "benchmark-fev/stage2.csv" in b)
+    assert "--benchmark config/benchmarks/fev/chronos-zeroshot-offline.yaml" in fev
 
 
 def plan_on_cluster(workdir: Path, nodes: int) -> str:
@@ -180,6 +187,11 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
     assert provenance["inherited"][0]["from_stage"] == "stage1" and provenance["corpora"][0]["name"] == "train"
     html = (run / "report.html").read_text()
     assert "WQL" in html and html.count("data:image/png;base64") >= 4 and "https://" not in html
+    # evaluate_fev: every model on the fev twins of the nine datasets, ranked beside published Chronos-Bolt
+    for model in ("stage1", "stage2", "seasonal-naive"):
+        summaries = pd.read_csv(run / "benchmark-fev" / f"{model}-fev-summaries.csv")
+        assert len(summaries) == 9 and set(summaries["dataset_path"]) == {"autogluon/chronos_datasets"}
+    assert 'id="leaderboard"' in html and "chronos_bolt_small (published)" in html
 
     from chronos import Chronos2Pipeline
     from safetensors.torch import load_file
