@@ -170,6 +170,22 @@ def test_the_series_check_sets_trained_on_this_dataset(setup, tmp_path):
     reason = results.set_index("dataset").loc["synthetic_covariate", "regime_reason"]
     assert "2 of 4 series (50.0%)" in reason and "'renamed'" in reason
 
+    # fev's leakage handling reads it: the in-domain task's score becomes seasonal naive's (ratio 1)
+    from scipy.stats import gmean
+
+    from tsm.eval.leaderboard import leaderboard
+
+    naive = evaluate_fev(["seasonal-naive"], setup["tasks"], setup["root"], progress=False)[1]
+    both = pd.concat([summaries, naive], ignore_index=True)
+    ours = [str(model), "seasonal-naive"]
+    ratios = (summaries.set_index("task_name")["WQL"] / naive.set_index("task_name")["WQL"]).clip(0.01, 100)
+    plain = leaderboard(both, ours, "seasonal-naive", ["WQL"])[0].set_index("model").loc[str(model)]
+    imputed = leaderboard(both, ours, "seasonal-naive", ["WQL"], leakage_imputation_model="seasonal-naive")[0]
+    assert plain["skill_score"] == pytest.approx(1 - gmean(ratios), abs=1e-12)
+    assert imputed.set_index("model").loc[str(model), "skill_score"] == pytest.approx(
+        1 - gmean(ratios.where(ratios.index != "synthetic_covariate", 1.0)), abs=1e-12)
+    assert plain["training_corpus_overlap"] == pytest.approx(1 / 5)
+
 
 def test_bad_task_files_and_missing_data_get_clear_errors(setup, tmp_path):
     bad = tmp_path / "bad.yaml"

@@ -65,7 +65,11 @@ def _leaderboard(args: argparse.Namespace, results, summaries, models: list[str]
             raise TsmError(str(exc)) from None
     if len(set(summaries["model_name"])) + (0 if reference is None else len(reference)) < 2:
         return None
-    board, notes = leaderboard(summaries, models, SEASONAL_NAIVE, metrics, reference)
+    try:
+        board, notes = leaderboard(summaries, models, SEASONAL_NAIVE, metrics, reference,
+                                   leakage_imputation_model=args.leakage_imputation_model)
+    except ValueError as exc:  # e.g. an imputation model that is not among the results
+        raise TsmError(f"leaderboard: {exc}") from None
     print("\nLeaderboard (fev's win rate and skill score, baseline " + SEASONAL_NAIVE + "):")
     print(format_leaderboard(board))
     for note in notes:
@@ -117,6 +121,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="CSV: dataset,model,MASE,WQL,regime,regime_reason (regime: in-domain, zero-shot, "
                         "unknown or n.a., from the model's training provenance); beside it <name>-relative.csv, "
                         "<name>-leaderboard.csv (win rate, skill score) and, for fev tasks, <name>-fev-summaries.csv")
+    p.add_argument("--leakage-imputation-model", metavar="MODEL",
+                   help="in the leaderboard, replace a model's score on a task it was trained on (regime in-domain) "
+                        "by this zero-shot model's, as fev does (e.g. seasonal-naive)")
     p.add_argument("--no-series-check", action="store_true",
                    help="skip searching the model's training corpora for the benchmark's series (tsm leakage); "
                         "it reads the corpora once, ~28M values/s")

@@ -95,8 +95,11 @@ def _comparable(summaries: pd.DataFrame, ours: Sequence[str], metric: str) -> tu
 
 def leaderboard(summaries: pd.DataFrame, ours: Sequence[str], baseline: str, metrics: Sequence[str],
                 reference: pd.DataFrame | None = None, n_resamples: int = N_RESAMPLES,
-                seed: int = SEED) -> tuple[pd.DataFrame, list[str]]:
+                seed: int = SEED, leakage_imputation_model: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Win rate and skill score (with 95% bootstrap intervals) per metric over the tasks `ours` were scored on.
+
+    `leakage_imputation_model`: fev's leakage handling; a model's score on a task it was trained on
+    (`trained_on_this_dataset`, set by tsm's regime and series checks) is replaced by this model's.
 
     Returns (table with COLUMNS, notes): the notes name published models left out and why.
     """
@@ -120,7 +123,7 @@ def leaderboard(summaries: pd.DataFrame, ours: Sequence[str], baseline: str, met
             notes.append(f"{metric}: only {baseline} has results on these tasks; nothing to rank")
             continue
         board = _quietly(fev.leaderboard, chosen, metric_column=metric, baseline_model=baseline,
-                         n_resamples=n_resamples, seed=seed)
+                         n_resamples=n_resamples, seed=seed, leakage_imputation_model=leakage_imputation_model)
         tasks = chosen.groupby("model_name").size()
         source = chosen.groupby("model_name")["source"].first()
         tables.append(pd.DataFrame({
