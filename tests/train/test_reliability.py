@@ -62,6 +62,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path, corpus):
         assert wait_for(lambda o=offset, p=proc: "Step" in new_log_text(o) or p.poll() is not None)
         if kills % 2:  # every other kill lands while a checkpoint is being written
             wait_for(lambda p=proc: any(out.glob(".tmp-checkpoint-*")) or p.poll() is not None)
+        elif kills == 10:  # on a loaded machine lives can die before any save: let one checkpoint finish
+            wait_for(lambda p=proc: any(is_valid_checkpoint(c) for c in out.glob("checkpoint-*"))
+                     or p.poll() is not None)
         else:
             time.sleep(rng.uniform(0.0, 0.5))
         mid_write = any(out.glob(".tmp-checkpoint-*"))
