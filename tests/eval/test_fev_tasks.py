@@ -169,6 +169,10 @@ def test_the_series_check_sets_trained_on_this_dataset(setup, tmp_path):
     assert trained["synthetic_covariate"] and not trained["monash_m3_monthly"]
     reason = results.set_index("dataset").loc["synthetic_covariate", "regime_reason"]
     assert "2 of 4 series (50.0%)" in reason and "'renamed'" in reason
+    from tsm.eval.leakage import find_leakage  # `tsm leakage` on the fev task file finds the same
+
+    found = {r.name: r for r in find_leakage(setup["tasks"], setup["root"], [copies])}
+    assert found["synthetic_covariate"].found_history == {0, 1} and found["monash_m3_monthly"].found == 0
 
     # fev's leakage handling reads it: the in-domain task's score becomes seasonal naive's (ratio 1)
     from scipy.stats import gmean
@@ -206,7 +210,7 @@ def test_bad_task_files_and_missing_data_get_clear_errors(setup, tmp_path):
 
 def test_evaluate_command_writes_fev_summaries_and_a_leaderboard_beside_published_results(setup, tmp_path):
     output = tmp_path / "eval" / "scores.csv"
-    reference = sorted((REPO / "config/benchmarks/fev/results").glob("chronos_zeroshot-*.csv"))
+    reference = sorted((REPO / "config/benchmarks/fev/published").glob("chronos_zeroshot-*.csv"))
     result = subprocess.run([sys.executable, "-m", "tsm.cli", "evaluate", "--model", "seasonal-naive",
                              "--model", setup["model"], "--benchmark", str(setup["tasks"]), "--datasets-root",
                              str(setup["root"]), "--output", str(output), "--reference-results", *map(str, reference)],

@@ -13,7 +13,7 @@ from tsm.eval.fev_tasks import evaluate_fev
 from tsm.eval.leaderboard import PUBLISHED, format_leaderboard, leaderboard, read_reference, summaries_from_results
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS = REPO / "config" / "benchmarks" / "fev" / "results"
+RESULTS = REPO / "config" / "benchmarks" / "fev" / "published"
 NAMES = ["monash_m3_yearly", "monash_m3_quarterly", "monash_m3_monthly", "monash_tourism_quarterly"]
 
 

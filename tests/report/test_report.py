@@ -44,7 +44,7 @@ from tsm.train.loop import train
 LITE_OFFLINE = Path(__file__).resolve().parents[2] / "config" / "benchmarks" / "lite-offline.yaml"
 DATASETS = ("monash_m1_yearly", "monash_m1_quarterly")
 SECTIONS = ("summary", "training", "benchmark", "leaderboard", "forecasts", "data-checks", "runtimes")
-FEV_RESULTS = Path(__file__).resolve().parents[2] / "config" / "benchmarks" / "fev" / "results"
+FEV_RESULTS = Path(__file__).resolve().parents[2] / "config" / "benchmarks" / "fev" / "published"
 
 
 # ---------------------------------------------------------------------------------------------------

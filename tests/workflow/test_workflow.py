@@ -53,7 +53,8 @@ def test_dry_run_plans_the_whole_dag(workdir):
     # the fev twins of the benchmark, ranked in the report beside the published models the config names
     report = planned_job(out, "results/test/report.html")
     assert "results/test/benchmark-fev/stage2-fev-summaries.csv" in report
-    assert "--reference-results config/benchmarks/fev/results/chronos_zeroshot-results-chronos_bolt_tiny.csv" in report
+    assert "--reference-results config/benchmarks/fev/published/chronos_zeroshot-results-chronos_bolt_tiny.csv" \
+        in report
     fev = next(b for b in out.split("rule ") if b.startswith("evaluate_fev:") and "--output results/test/"
                "benchmark-fev/stage2.csv" in b)
     assert "--benchmark config/benchmarks/fev/chronos-zeroshot-offline.yaml" in fev

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tsm.config import TsmError
 
-DEFAULT_REFERENCE = "config/benchmarks/fev/results"  # published fev summaries shipped with tsm (Apache-2.0)
+DEFAULT_REFERENCE = "config/benchmarks/fev/published"  # published fev summaries shipped with tsm (Apache-2.0)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -57,8 +57,9 @@ def _leaderboard(args: argparse.Namespace, results, summaries, models: list[str]
         summaries = summaries_from_results(results, args.benchmark)  # tsm's format: no published twin
     else:
         paths = args.reference_results
-        if paths is None:
-            paths = sorted(Path(DEFAULT_REFERENCE).glob("*.csv"))
+        if paths is None:  # from here, else beside the installed package (an editable install's checkout)
+            here, checkout = Path(DEFAULT_REFERENCE), Path(__file__).resolve().parents[2] / DEFAULT_REFERENCE
+            paths = sorted((here if here.is_dir() else checkout).glob("*.csv"))
         try:
             reference = read_reference(paths)
         except (FileNotFoundError, ValueError) as exc:
@@ -113,8 +114,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder holding one datasets folder per benchmark dataset (fev tasks: per dataset_config; "
                         "a task not found there is read from the hub)")
     p.add_argument("--reference-results", nargs="*", default=None, metavar="CSV",
-                   help="published fev summaries to rank against on a fev benchmark (default: those in "
-                        f"{DEFAULT_REFERENCE}/ when run from a tsm checkout; none: pass the flag alone)")
+                   help="published fev summaries to rank against on a fev benchmark (default: those in tsm's "
+                        f"{DEFAULT_REFERENCE}/; none: pass the flag alone)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", default="results/evaluation.csv",

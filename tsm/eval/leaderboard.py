@@ -3,7 +3,7 @@
 Both come from `fev.leaderboard` (not a second copy here): per metric, each model's error on each task
 relative to the baseline, clipped as fev clips it; win rate = the share of pairwise task comparisons won
 (ties count half), skill score = 1 - the geometric mean relative error; 95% intervals from resampling the
-tasks. Published results (fev's summary CSVs, config/benchmarks/fev/results/) join when they hold the same
+tasks. Published results (fev's summary CSVs, config/benchmarks/fev/published/) join when they hold the same
 tasks: a published model that lacks one of the evaluated tasks is left out, and named as such.
 
 tsm's own benchmark format has no fev task definitions: its results become one pseudo-task per dataset,
@@ -56,7 +56,7 @@ def read_reference(paths: Sequence[str | Path]) -> pd.DataFrame:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"reference results {path} do not exist (fev summary CSVs: "
-                                    "config/benchmarks/fev/results/)")
+                                    "config/benchmarks/fev/published/)")
         try:
             frame = pd.read_json(path, orient="records") if path.suffix == ".json" else pd.read_csv(path)
         except ValueError as error:

@@ -177,10 +177,18 @@ def benchmark_series_of(datasets: Sequence, datasets_root: str | Path) -> dict[s
 
 def find_leakage(benchmark: str | Path, datasets_root: str | Path, corpora: Sequence[str | Path],
                  window: int = WINDOW) -> list[DatasetLeakage]:
-    """Per dataset of `benchmark`, its series found in `corpora` (history or test region)."""
+    """Per dataset of `benchmark` (a tsm benchmark or a fev task file), its series found in `corpora`
+    (history or test region)."""
     from tsm.eval.benchmark import load_benchmark
+    from tsm.eval.fev_tasks import check_sources, is_fev_benchmark, load_fev_tasks, task_series
 
-    index = BenchmarkIndex(benchmark_series_of(load_benchmark(benchmark), datasets_root), window)
+    if is_fev_benchmark(benchmark):
+        tasks = load_fev_tasks(benchmark, datasets_root)
+        check_sources(tasks, benchmark, datasets_root)
+        series = {task.name: task_series(task) for task in tasks}
+    else:
+        series = benchmark_series_of(load_benchmark(benchmark), datasets_root)
+    index = BenchmarkIndex(series, window)
     for path in corpora:
         index.scan(ArrowCorpus(path))
     return index.results

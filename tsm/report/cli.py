@@ -33,6 +33,6 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--datasets-root", help="folder of the benchmark datasets (default: <run-dir>/data/benchmarks)")
     p.add_argument("--series-per-dataset", type=int, default=3, help="fan-chart windows per dataset")
     p.add_argument("--reference-results", nargs="*", default=[], metavar="CSV",
-                   help="published fev summaries (config/benchmarks/fev/results/) that the leaderboard of the run's "
+                   help="published fev summaries (config/benchmarks/fev/published/) that the leaderboard of the run's "
                         "fev tasks (benchmark-fev/) ranks beside this run's models")
     p.set_defaults(func=_report)
