@@ -234,3 +234,19 @@ def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     legs = TrainingSummary.read(out).legs
     assert [(leg.first_step, leg.last_step) for leg in legs] == [(0, saved[-1]), (saved[-1], saved[-1] + 2)]
+
+    # The warning signal came as that leg finished: tsm launch parks final-checkpoint (the workflow's job step,
+    # signalled too, would fail the job and delete it) and requeues; the job's next leg puts it back, no rank
+    # started. Another job's mark is stale and removed.
+    from tsm.launch import finished_at_signal, park_final_checkpoint
+
+    weights = (out / "final-checkpoint" / "model.safetensors").read_bytes()
+    park_final_checkpoint(out, "4242")
+    assert not (out / "final-checkpoint").exists()
+    again = subprocess.run([*command[:-2], "--config", str(cfg), "--max-steps", str(saved[-1] + 2)], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing to train" in again.stderr, again.stderr[-3000:]
+    assert (out / "final-checkpoint" / "model.safetensors").read_bytes() == weights
+    assert len(TrainingSummary.read(out).legs) == 2  # nothing trained
+    train_args = ["--config", str(cfg), "--max-steps", str(saved[-1] + 2)]
+    assert finished_at_signal(train_args, "4243", 0) is None and not (out / ".finished-at-signal").exists()

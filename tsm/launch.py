@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -185,6 +186,47 @@ class RankSupervisor:
                 proc.send_signal(signum)
 
 
+def finished_run_folder(train_args: Sequence[str]) -> Path | None:
+    """The run's output folder when its training summary says it finished; None otherwise."""
+    from tsm.config import config_from_argv
+    from tsm.records import TrainingSummary
+
+    try:
+        output_dir = Path(config_from_argv(train_args).output_dir)
+        summary = TrainingSummary.read(output_dir)
+    except (TsmError, ValueError, OSError):
+        return None
+    return output_dir if summary is not None and summary.status in ("finished", "stopped early") else None
+
+
+def park_final_checkpoint(run: Path, job: str) -> None:
+    """Set final-checkpoint aside and mark the run finished for this job (see PARKED_FINAL_CHECKPOINT)."""
+    from tsm.layout import FINAL_CHECKPOINT, FINISHED_AT_SIGNAL, PARKED_FINAL_CHECKPOINT
+
+    if (run / FINAL_CHECKPOINT).is_dir():
+        shutil.rmtree(run / PARKED_FINAL_CHECKPOINT, ignore_errors=True)
+        (run / FINAL_CHECKPOINT).rename(run / PARKED_FINAL_CHECKPOINT)
+    (run / FINISHED_AT_SIGNAL).write_text(job)
+
+
+def finished_at_signal(train_args: Sequence[str], job: str | None, machine_rank: int) -> Path | None:
+    """At the start of a leg of job `job`: when the job's last leg finished the run as the signal came, put
+    final-checkpoint back (node 0) and return it; None otherwise (a stale mark of another job is removed)."""
+    from tsm.layout import FINAL_CHECKPOINT, FINISHED_AT_SIGNAL, PARKED_FINAL_CHECKPOINT
+
+    run = finished_run_folder(train_args)
+    if run is None or job is None or not (run / FINISHED_AT_SIGNAL).is_file():
+        return None
+    if (run / FINISHED_AT_SIGNAL).read_text().strip() != job:
+        if machine_rank == 0:
+            (run / FINISHED_AT_SIGNAL).unlink(missing_ok=True)
+        return None
+    if machine_rank == 0 and (run / PARKED_FINAL_CHECKPOINT).is_dir():
+        shutil.rmtree(run / FINAL_CHECKPOINT, ignore_errors=True)  # never a newer one: the run had finished
+        (run / PARKED_FINAL_CHECKPOINT).rename(run / FINAL_CHECKPOINT)
+    return run / FINAL_CHECKPOINT
+
+
 def run_progress(train_args: Sequence[str]) -> tuple[int, int] | None:
     """(first step, last step) of the run's latest leg, from its training summary; None if it has none."""
     from tsm.config import config_from_argv
@@ -296,9 +338,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print(shlex.join(command))
         return 0
+    job = os.environ.get("SLURM_JOB_ID")
+    restored = finished_at_signal(train_args, job, geometry.machine_rank)
+    if restored is not None:
+        print(f"tsm launch: job {job}'s last leg finished the run as it was signalled: {restored} is in place, "
+              "nothing to train", file=sys.stderr, flush=True)
+        return 0
     envs = [rank_environment(geometry, local, os.environ, args.cpu, args.cpu_threads_per_process)
             for local in range(geometry.processes_per_machine)]
-    status = combined_exit_status(RankSupervisor([command] * len(envs), envs).run())
+    supervisor = RankSupervisor([command] * len(envs), envs)
+    status = combined_exit_status(supervisor.run())
+    finished = finished_run_folder(train_args) if supervisor.signalled_at is not None else None
+    if finished is not None:
+        # The warning signal came as the training finished (ranks stopped in their exit count as done). It
+        # reached the job's other processes too: the workflow's job step then fails the job and deletes the
+        # rule's output. With --requeue the job comes back instead, final-checkpoint parked until then.
+        print(f"tsm launch: the training had finished when {supervisor.signal_name} arrived (rank status "
+              f"{status})", file=sys.stderr, flush=True)
+        status = 0
+        if args.requeue and job:
+            if geometry.machine_rank == 0:
+                park_final_checkpoint(finished, job)
+            status = PREEMPTED_EXIT_CODE
     if status not in (0, PREEMPTED_EXIT_CODE):
         print(describe_failure(status, run_progress(train_args)), file=sys.stderr, flush=True)
     elif status == PREEMPTED_EXIT_CODE and args.requeue and geometry.machine_rank == 0:

@@ -20,6 +20,11 @@ MODEL_SELECTION = "model-selection.json"  # scores, the top-K checkpoints and th
 BEST_CHECKPOINT_LINK = "best-checkpoint"
 TENSORBOARD = "tensorboard"
 FINAL_CHECKPOINT = "final-checkpoint"
+# final-checkpoint set aside by `tsm launch` when SLURM's warning signal came as the training finished: the
+# workflow's job step (signalled too) fails the job and would delete it; the requeued leg puts it back. The
+# marker holds the SLURM job id: every node of that job's next leg ends at once.
+PARKED_FINAL_CHECKPOINT = ".final-checkpoint-parked"
+FINISHED_AT_SIGNAL = ".finished-at-signal"
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
