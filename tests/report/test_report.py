@@ -615,6 +615,10 @@ def test_finetune_report_marks_in_domain_scores_plainly(finetune_run):
     assert any(text.startswith(f"finetune on {DATASETS[1]}: training corpus 'train'") and
                "same content fingerprint" in text for text in items)
     assert any(text.startswith(f"finetune on {DATASETS[0]}: series-level check: 1 of 181 series") for text in items)
+    # the leaderboard says whose figures are not zero-shot
+    notes = [p.text for p in section(finetune_run["page"], "leaderboard").find_all("p", **{"class": "note"})]
+    assert notes == ["finetune was trained on 100% of these tasks' data (in-domain, see the Benchmark section): "
+                     "its figures there are not zero-shot."]
 
 
 def test_finetune_summary_sentences(tmp_path):

@@ -321,6 +321,9 @@ def leaderboard_section(results: pd.DataFrame | None, fev_summaries: pd.DataFram
                                "num")]
             rows.append(row)
         body.append(h.table(header, rows, css_class="scores"))
+        overlap = board.groupby("model", sort=False)["training_corpus_overlap"].max()
+        notes = notes + [f"{model} was trained on {share:.0%} of these tasks' data (in-domain, see the Benchmark "
+                         "section): its figures there are not zero-shot." for model, share in overlap.items() if share]
         body += [h.note(text) for text in notes]
     body.append('<p class="caption">Computed by <code>fev.leaderboard</code> against seasonal naive: win rate, the '
                 "share of pairwise task comparisons won (ties count half); skill score, 1 - the geometric mean of "
