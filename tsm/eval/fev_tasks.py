@@ -17,7 +17,6 @@ summaries sit beside the published ones in `fev.leaderboard`. tsm adds three thi
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from tqdm.auto import tqdm
 from tsm.eval.metrics import seasonal_naive
 from tsm.eval.regime import IN_DOMAIN, model_regimes
 
-logger = logging.getLogger("tsm")
 
 @dataclass
 class FevTask:
@@ -162,17 +160,6 @@ def seasonal_naive_predictions(task) -> tuple[list, float]:
     return per_window, time.monotonic() - began
 
 
-def pipeline_predictions(pipeline, task, batch_size: int) -> tuple[list, float]:
-    """A Chronos-2 pipeline's forecasts (median as the point forecast) for every window, in eval mode."""
-    model = pipeline.model
-    was_training = model.training
-    model.eval()
-    try:
-        return pipeline.predict_fev(task, batch_size=batch_size)
-    finally:
-        model.train(was_training)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------------
@@ -197,19 +184,22 @@ def metric_names(task) -> list[str]:
 
 def task_series(fev_task: FevTask) -> list[tuple[np.ndarray, int]]:
     """[(values, first scored step)] of every target series of a task (tsm.eval.leakage's index)."""
+    from tsm.eval.benchmark import _column_to_arrays
+
     task = fev_task.task
     table = task.load_full_dataset().data.table
     cutoff = task.cutoffs[0]
+    if isinstance(cutoff, str):  # past data ends at the cutoff timestamp, included
+        moment = np.datetime64(pd.Timestamp(cutoff))
+        starts = [int(np.searchsorted(stamps, moment, side="right"))
+                  for stamps in _column_to_arrays(table.column(task.timestamp_column), as_float=False)]
     series = []
-    timestamps = table.column(task.timestamp_column).to_pylist() if isinstance(cutoff, str) else None
     for column in task.target_columns:
-        for row, values in enumerate(table.column(column).to_pylist()):
-            values = np.asarray(values, dtype=np.float64)
-            if isinstance(cutoff, int):
+        for row, values in enumerate(_column_to_arrays(table.column(column))):
+            if isinstance(cutoff, str):
+                start = starts[row]
+            else:
                 start = len(values) + cutoff if cutoff < 0 else cutoff
-            else:  # past data ends at the cutoff timestamp, included
-                stamps = np.asarray(timestamps[row], dtype="datetime64[ns]")
-                start = int(np.searchsorted(stamps, np.datetime64(pd.Timestamp(cutoff)), side="right"))
             series.append((values, max(start, 0)))
     return series
 
@@ -228,7 +218,7 @@ def evaluate_fev(
     Returns (results, summaries): results has tsm's columns (dataset = task name, model, one column per
     metric of the tasks, regime, regime_reason); summaries are fev's own rows (fev.leaderboard reads them).
     """
-    from tsm.eval.benchmark import SEASONAL_NAIVE, load_pipeline
+    from tsm.eval.benchmark import SEASONAL_NAIVE, load_pipeline, metric_columns
 
     if not models:
         raise ValueError(f"no model to evaluate: give checkpoint folders and/or '{SEASONAL_NAIVE}'")
@@ -245,7 +235,8 @@ def evaluate_fev(
             if model == SEASONAL_NAIVE:
                 predictions, seconds = seasonal_naive_predictions(fev_task.task)
             else:
-                predictions, seconds = pipeline_predictions(pipelines[model], fev_task.task, batch_size)
+                # load_pipeline leaves the model in eval mode; the median is the point forecast
+                predictions, seconds = pipelines[model].predict_fev(fev_task.task, batch_size=batch_size)
             regime = regimes[model][fev_task.name]
             summary = summarize(fev_task, predictions, model, seconds, regime.regime == IN_DOMAIN)
             summaries.append(summary)
@@ -253,6 +244,6 @@ def evaluate_fev(
                          **{name: summary[name] for name in metric_names(fev_task.task)},
                          "regime": regime.regime, "regime_reason": regime.reason})
     results = pd.DataFrame(rows)
-    metrics = [c for c in results.columns if c not in ("dataset", "model", "regime", "regime_reason")]
+    metrics = metric_columns(results)
     ordered = [m for m in ("MASE", "WQL") if m in metrics] + [m for m in metrics if m not in ("MASE", "WQL")]
     return results[["dataset", "model", *ordered, "regime", "regime_reason"]], pd.DataFrame(summaries)

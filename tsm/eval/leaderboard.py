@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,6 @@ import numpy as np
 import pandas as pd
 
 from tsm.eval.metrics import QUANTILE_LEVELS
-
-logger = logging.getLogger("tsm")
 
 N_RESAMPLES = 1000
 SEED = 123

@@ -13,6 +13,7 @@ share of its series found in the reason.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,9 +78,7 @@ def _series_leakage(series_of: SeriesOf, corpora: Sequence[dict], cache: dict) -
     if not paths:
         return {}
     if paths not in cache:
-        if "index" not in cache:  # the benchmark's series are read once, and only if some corpus is on disk
-            cache["index"] = series_of()
-        index = BenchmarkIndex(cache["index"])
+        index = BenchmarkIndex(series_of())
         for path in paths:
             try:
                 index.scan(ArrowCorpus(path))
@@ -99,6 +98,8 @@ def model_regimes(models: Sequence[str], dataset_names: Sequence[str], datasets_
 
     fingerprints: dict[str, str | None] = {}  # benchmark datasets are hashed only if some model needs it
     scans: dict = {}
+    # The benchmark's series are read once, and only if some model's corpora are on disk.
+    series_of = functools.cache(series_of) if series_of else None
     regimes: dict[str, dict[str, Regime]] = {}
     for model in models:
         if model == SEASONAL_NAIVE:
