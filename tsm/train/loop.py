@@ -5,6 +5,7 @@ scoring and the export decision live in tsm.train.selection and tsm.train.evalua
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -130,6 +131,11 @@ def train(cfg: TrainConfig) -> Path:
             preemption.close()
         logger.info("Done: %d steps in %.1fs (%d non-finite steps skipped). Final model: %s",
                     step - start_step, summary.leg.seconds, guard.total, final)
+        # The model goes before the process group: a DDP reducer freed after it destroys the gloo group itself,
+        # joining its worker threads while holding the GIL they may wait for (a hang seen at exit).
+        del model, optimizer, scheduler
+        accelerator.free_memory()
+        gc.collect()
         accelerator.end_training()
         return final
 
