@@ -171,13 +171,36 @@ def test_consecutive_bad_steps_stop_the_run(tmp_path, corpus):
 
 def test_guard_counts_a_poisoned_gradient_with_a_finite_loss():
     guard = BadStepGuard(limit=2)
-    assert guard.check(1, torch.tensor(3.0), torch.tensor(1.5))
-    assert not guard.check(2, torch.tensor(3.0), torch.tensor(float("inf")))
-    assert guard.check(3, torch.tensor(3.0), torch.tensor(0.5)) and guard.consecutive == 0
-    assert not guard.check(4, torch.tensor(float("nan")), torch.tensor(float("nan")))
-    with pytest.raises(TsmError, match="stopped at step 5"):
-        guard.check(5, torch.tensor(3.0), torch.tensor(float("nan")))
+    flags = [guard.found_inf(1, torch.tensor(3.0), torch.tensor(1.5)),
+             guard.found_inf(2, torch.tensor(3.0), torch.tensor(float("inf"))),
+             guard.found_inf(3, torch.tensor(3.0), torch.tensor(0.5))]
+    assert [float(f) for f in flags] == [0.0, 1.0, 0.0]
+    assert guard.total == 0  # nothing read from the device before settle()
+    guard.settle()
+    assert (guard.total, guard.consecutive) == (1, 0)
+    guard.found_inf(4, torch.tensor(float("nan")), torch.tensor(float("nan")))
+    guard.found_inf(5, torch.tensor(3.0), torch.tensor(float("nan")))
+    guard.found_inf(6, torch.tensor(3.0), torch.tensor(1.0))
+    with pytest.raises(TsmError, match="stopped at step 5: 2 consecutive"):
+        guard.settle()
     assert guard.total == 3
+
+
+def test_a_skipped_step_leaves_weights_moments_and_step_count_alone():
+    """found_inf makes fused AdamW skip the whole update, as if the step had not been taken."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    before = ({k: v.clone() for k, v in model.state_dict().items()},
+              {k: v.clone() for k, v in optimizer.state[model.weight].items()})
+    optimizer.zero_grad()
+    model(torch.full((3, 4), float("nan"))).sum().backward()
+    optimizer.found_inf = BadStepGuard(3).found_inf(2, torch.tensor(1.0), torch.tensor(float("nan")))
+    optimizer.step()
+    assert all(torch.equal(before[0][k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(before[1][k], v) for k, v in optimizer.state[model.weight].items())
 
 
 def test_output_dir_of_another_run_is_refused(tmp_path, corpus):

@@ -91,6 +91,7 @@ def train(cfg: TrainConfig) -> Path:
             selection.record(0, scorer.run(0, model, accelerator, monitor), accelerator.is_main_process)
 
         def checkpoint(step: int) -> None:
+            guard.settle()
             check_disk_space(output_dir, model, world)
             save_checkpoint(accelerator, model, optimizer, scheduler, cfg, step,
                             {"data": {"seed": cfg.seed, "batches_consumed": step * cfg.gradient_accumulation_steps},
@@ -99,7 +100,7 @@ def train(cfg: TrainConfig) -> Path:
 
         data = batch_iterator(batches, cfg.dataloader_num_workers,
                               start_batch=start_step * cfg.gradient_accumulation_steps)
-        preemption = PreemptionHandler()
+        preemption = PreemptionHandler(world)
         step, status = start_step, "finished"
         try:
             for step in range(start_step + 1, cfg.max_steps + 1):
@@ -109,7 +110,9 @@ def train(cfg: TrainConfig) -> Path:
                     break
                 result = train_step(model, data, optimizer, scheduler, accelerator, cfg, guard, step)
                 monitor.on_step(step, result.loss, result.grad_norm, result.lr, result.samples, result.data_wait)
-                stop = preemption.should_stop(accelerator)
+                if step % cfg.log_steps == 0:
+                    guard.settle()  # the monitor has just synced
+                stop = preemption.should_stop()
                 validate, benchmark = (False, False) if stop else scorer.due(step)
                 saved = step % cfg.save_steps == 0 or validate or benchmark or stop  # a scored step keeps its weights
                 if saved:
@@ -123,6 +126,8 @@ def train(cfg: TrainConfig) -> Path:
                     selection.record(step, scores, accelerator.is_main_process)
                 if saved and accelerator.is_main_process:
                     selection.rotate(cfg.save_total_limit)  # once the step's scores have decided the top-K
+            preemption.finish()
+            guard.settle()
             monitor.close()
             model, exported = export_model(cfg, selection, accelerator, model, step)
             final = save_final(accelerator, model, cfg, step if exported is None else exported)
@@ -133,7 +138,7 @@ def train(cfg: TrainConfig) -> Path:
                     step - start_step, summary.leg.seconds, guard.total, final)
         # The model goes before the process group: a DDP reducer freed after it destroys the gloo group itself,
         # joining its worker threads while holding the GIL they may wait for (a hang seen at exit).
-        del model, optimizer, scheduler
+        model = optimizer = scheduler = None  # the checkpoint closure holds them too
         accelerator.free_memory()
         gc.collect()
         accelerator.end_training()
@@ -170,8 +175,9 @@ def train_step(model: torch.nn.Module, data: Any, optimizer: torch.optim.Optimiz
         step_loss += loss.detach()
     grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
     lr = scheduler.get_last_lr()[0]  # the rate this step uses (logged as such, as HF's Trainer does)
-    if guard.check(step, step_loss, grad_norm):  # NaN/inf: skip the update, count it
-        optimizer.step()
+    optimizer.found_inf = guard.found_inf(step, step_loss, grad_norm)  # NaN/inf: the update is skipped
+    optimizer.step()
+    del optimizer.found_inf  # as torch's GradScaler does: the attribute is for this step only
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(step_loss, grad_norm, lr, samples, data_wait)

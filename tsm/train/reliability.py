@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import yaml
 
 from tsm.config import ConfigError, TrainConfig, TsmError
@@ -104,13 +105,18 @@ def check_disk_space(output_dir: Path, model: torch.nn.Module, world_size: int) 
 
 class PreemptionHandler:
     """SIGTERM / SIGUSR1 (SLURM sends them before killing a job) set a flag; the loop finishes its step,
-    checkpoints and exits 75. All ranks agree through one tiny all-reduce per step."""
+    checkpoints and exits 75. Several ranks agree without a device sync or a wait: each step starts an
+    all-reduce of the flag on a CPU (gloo) group and reads the one started a step before, so every rank
+    stops after the same step, one step after the signal."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
-    def __init__(self) -> None:
+    def __init__(self, num_processes: int = 1) -> None:
         self.received: int | None = None
         self._previous = {}
+        # new_group is collective: every rank builds its handler at the same point of train().
+        self._group = dist.new_group(backend="gloo") if num_processes > 1 else None
+        self._in_flight: tuple[Any, torch.Tensor] | None = None
         for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._on_signal)
 
@@ -120,11 +126,23 @@ class PreemptionHandler:
             logger.warning("Received %s: finishing this step, then checkpointing and exiting",
                            signal.Signals(signum).name)
 
-    def should_stop(self, accelerator: Any) -> bool:
-        flag = float(self.received is not None)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(torch.tensor([flag], device=accelerator.device), reduction="sum").item()
-        return flag > 0
+    def should_stop(self) -> bool:
+        if self._group is None:
+            return self.received is not None
+        flag = torch.tensor([float(self.received is not None)])
+        stop = False
+        if self._in_flight is not None:
+            work, agreed = self._in_flight
+            work.wait()  # posted a step ago on every rank: done, or nearly
+            stop = bool(agreed > 0)
+        self._in_flight = (dist.all_reduce(flag, group=self._group, async_op=True), flag)
+        return stop
+
+    def finish(self) -> None:
+        """After the last step: wait for the last all-reduce, which every rank posted."""
+        if self._in_flight is not None:
+            self._in_flight[0].wait()
+            self._in_flight = None
 
     def close(self) -> None:
         for sig, handler in self._previous.items():
@@ -132,29 +150,43 @@ class PreemptionHandler:
 
 
 class BadStepGuard:
-    """A step whose gradient norm is NaN or inf (from a NaN/inf loss or gradient) skips the optimizer
-    update; it is counted and logged, and `limit` such steps in a row stop the run."""
+    """A step whose gradient norm is NaN or inf (from a NaN/inf loss or gradient) skips the optimizer update
+    on the device: fused AdamW's `found_inf` leaves weights, moments and step count as they were, so the
+    step needs no host sync. `settle()` reads the flags when the host syncs anyway (log steps, checkpoints,
+    the end): each skipped step is counted and logged, and `limit` of them in a row stop the run."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.consecutive = 0
         self.total = 0
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, [skipped, loss, grad norm]) not yet read
 
-    def check(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-        """True when the step is good. One host sync per step: the norm is global over ranks already."""
-        norm = float(grad_norm)
-        if math.isfinite(norm):
-            self.consecutive = 0
-            return True
-        self.consecutive += 1
-        self.total += 1
-        what = "gradient" if math.isfinite(float(loss)) else "loss"
-        logger.warning("Step %d: non-finite %s (loss %s, grad norm %s): optimizer step skipped "
-                       "(%d in a row, %d in all)", step, what, float(loss), norm, self.consecutive, self.total)
-        if self.consecutive >= self.limit:
-            raise TsmError(
-                f"stopped at step {step}: {self.consecutive} consecutive steps with non-finite loss or gradients "
-                f"(max_consecutive_bad_steps={self.limit}). The last good checkpoint is intact; look for inf or "
-                "huge values in the data (tsm data check) or lower the learning rate."
-            )
-        return False
+    def found_inf(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
+        """1.0 (skip the update) or 0.0, on the device, for the optimizer's `found_inf`."""
+        norm = grad_norm.detach().float().reshape(())
+        skip = (~torch.isfinite(norm)).float()
+        self._pending.append((step, torch.stack([skip, loss.detach().float().reshape(()), norm])))
+        return skip
+
+    def settle(self) -> None:
+        """Count and log the skipped steps so far (one host sync); raises when `limit` came in a row."""
+        if not self._pending:
+            return
+        steps = [step for step, _ in self._pending]
+        flags = torch.stack([values for _, values in self._pending]).tolist()
+        self._pending.clear()
+        for step, (skipped, loss, norm) in zip(steps, flags, strict=True):
+            if not skipped:
+                self.consecutive = 0
+                continue
+            self.consecutive += 1
+            self.total += 1
+            what = "gradient" if math.isfinite(loss) else "loss"
+            logger.warning("Step %d: non-finite %s (loss %.6g, grad norm %.6g): optimizer step skipped "
+                           "(%d in a row, %d in all)", step, what, loss, norm, self.consecutive, self.total)
+            if self.consecutive >= self.limit:
+                raise TsmError(
+                    f"stopped at step {step}: {self.consecutive} consecutive steps with non-finite loss or "
+                    f"gradients (max_consecutive_bad_steps={self.limit}). The last good checkpoint is intact; look "
+                    "for inf or huge values in the data (tsm data check) or lower the learning rate."
+                )
