@@ -118,6 +118,9 @@ class TrainConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     # --- data ----------------------------------------------------------------------------------
     training_data_paths: list[str] = Field(default_factory=list)
+    # Windows of this many batches are drawn together and batched by context length (as Hugging Face's
+    # group_by_length): the same windows, far fewer padding tokens (bench/bench_padding.py). 0: off.
+    length_group_batches: int = Field(0, ge=0)
     probability: list[float] | None = None
     max_train_series: int | None = Field(None, gt=0)
     dataloader_num_workers: int = Field(0, ge=0)

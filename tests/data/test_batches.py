@@ -157,3 +157,63 @@ def test_short_context_share_cuts_that_share_of_contexts_log_uniformly(tmp_path)
     assert 0.2 < (short < 38).mean() < 0.3 and 0.45 < (short < 90.5).mean() < 0.55
     with pytest.raises(ValueError, match=r"short_context_share must be in \[0, 1\], got 1.5"):
         make_batches([path], short_context_share=1.5)
+
+
+# --- length grouping ---------------------------------------------------------------------------------------
+
+def context_lengths(batch: dict) -> np.ndarray:
+    context = batch["context"].numpy()
+    return context.shape[1] - np.isnan(context).argmin(axis=1)  # left padding is leading NaN
+
+
+def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    grid = np.union1d(a, b)
+    return float(np.abs(np.searchsorted(np.sort(a), grid, side="right") / len(a)
+                        - np.searchsorted(np.sort(b), grid, side="right") / len(b)).max())
+
+
+def test_length_grouping_cuts_padding_and_keeps_the_windows_distribution(tmp_path):
+    path = write_corpus(tmp_path / "c", random_walks(300, 40, 400, seed=5))
+    settings = dict(context_length=256, prediction_length=16, min_past=8, batch_size=16, short_context_share=0.4)
+    plain, grouped = make_batches([path], **settings), make_batches([path], length_group_batches=8, **settings)
+    shares, lengths, picks = {}, {}, {}
+    for name, source in (("plain", plain), ("grouped", grouped)):
+        made = [source.batch_and_tokens(k) for k in range(256)]
+        assert all(b["context"].shape[0] == 16 for b, _ in made)  # one row per series: exactly batch_size rows
+        shares[name] = sum(t[0] for _, t in made) / sum(t[1] for _, t in made)
+        lengths[name] = np.concatenate([context_lengths(b) for b, _ in made])
+        picks[name] = np.concatenate([b["future_target"][:, 0].numpy() for b, _ in made])
+    assert shares["grouped"] < shares["plain"] / 3
+    # Two samples of 4,096 windows from one distribution: KS above 0.043 has a 0.1% chance (seen: 0.023, 0.017).
+    # Dropping or doubling the longest batch of each group would give ~0.1.
+    assert ks_statistic(lengths["plain"], lengths["grouped"]) < 0.043
+    assert ks_statistic(picks["plain"], picks["grouped"]) < 0.043
+    # Within a group the batches hold neighbouring lengths; they come in a random order.
+    group = [context_lengths(grouped.batch(k)) for k in range(8)]
+    spans = sorted((g.min(), g.max()) for g in group)
+    assert all(high <= next_low for (_, high), (next_low, _) in zip(spans, spans[1:], strict=False))
+    assert [g.max() for g in group] != sorted(g.max() for g in group)
+
+
+def test_a_grouped_batch_is_a_function_of_its_index_on_any_number_of_workers(tmp_path):
+    b = make_batches([write_corpus(tmp_path / "c", random_walks(50, 30, 200))], length_group_batches=4)
+    straight = [b.batch(k)["future_target"] for k in range(12)]
+    for workers, start in ((0, 5), (2, 5), (3, 0)):
+        again = make_batches([tmp_path / "c"], length_group_batches=4)
+        stream = batch_iterator(again, num_workers=workers, start_batch=start)
+        got = [next(stream) for _ in range(12 - start)]
+        assert all(torch.equal(g["future_target"], e) for g, e in zip(got, straight[start:], strict=True))
+        assert all(g["token_counts"][1] > 0 for g in got)
+
+
+def test_grouped_multivariate_batches_share_the_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    target = [rng.normal(size=(int(rng.integers(1, 4)), int(rng.integers(60, 200)))).astype("float32")
+              for _ in range(40)]
+    source = make_batches([write_corpus(tmp_path / "c", target)], batch_size=8, length_group_batches=4)
+    group = [source.batch(k) for k in range(4)]
+    rows = [b["context"].shape[0] for b in group]
+    assert min(rows) >= 8 - 2 and sum(rows) >= 4 * 8  # about batch_size each: a series' variates stay together
+    for b in group:  # each series' variates in one group of their own, as without grouping
+        ids = b["group_ids"].numpy()
+        assert np.array_equal(np.unique(ids), np.arange(ids.max() + 1))

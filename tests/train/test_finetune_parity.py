@@ -109,7 +109,9 @@ def run_tsm(checkpoint: Path, corpus: Path, out: Path, monkeypatch, **overrides)
         "context_length": CONTEXT, "prediction_length": PREDICTION, "min_past": MIN_PAST,
         "per_device_train_batch_size": BATCH, "max_steps": STEPS, "learning_rate": LR,
         "lr_scheduler_type": "linear", "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0,
-        "mixed_precision": "no", "tf32": False, "log_steps": 1, "save_steps": 10 * STEPS, **overrides})
+        "mixed_precision": "no", "tf32": False, "log_steps": 1, "save_steps": 10 * STEPS,
+        "length_group_batches": 0,  # fit batches windows as drawn: so must tsm, for the same batches
+        **overrides})
     final = train(cfg)
     scalars = read_scalars(out / "tensorboard")
     assert scalars["train/loss"].steps.tolist() == list(range(1, STEPS + 1))
@@ -196,7 +198,7 @@ def test_loss_curve_matches_fit_on_random_windows(tmp_path, checkpoint, monkeypa
     recorder, finetuned = run_fit(checkpoint, series, tmp_path / "fit")
     assert sum(bool(torch.isnan(b["context"]).any()) for b in recorder.batches) > STEPS // 2  # left padding
     # tsm's training loop on the very batches fit's model received (its sampler is checked in the test above).
-    monkeypatch.setattr(TrainingBatches, "batch", lambda self, index: recorder.batches[index])
+    monkeypatch.setattr(TrainingBatches, "batch_and_tokens", lambda self, index: (recorder.batches[index], (0, 0)))
     scalars, final = run_tsm(checkpoint, corpus, tmp_path / "tsm", monkeypatch)
     assert_same_curves(recorder, scalars)
     assert_same_weights(final, finetuned)

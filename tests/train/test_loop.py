@@ -89,7 +89,7 @@ def test_context_extension_trains_at_the_new_length(tmp_path, corpus):
     Chronos2Encoder.forward = spy
     try:
         stage2 = train(tiny_config(corpus, tmp_path / "s2", random_init=False, model_id=str(stage1),
-                                   context_length=256, max_steps=2, save_steps=10))
+                                   context_length=256, max_steps=16, save_steps=100))  # a whole length group
     finally:
         Chronos2Encoder.forward = original
     saved = json.loads((stage2 / "config.json").read_text())["chronos_config"]

@@ -340,4 +340,13 @@ def test_real_run_writes_line_report_and_tensorboard(tmp_path, corpus):
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8, 10, 12]
     assert [e.step for e in events.Scalars("perf/step_time_p50_ms")] == [6, 12]
     assert events.Scalars("data/samples_read")[-1].value == 12 * 8
+    # The padding share: the run's padding tokens over its tokens, as its batches count them.
+    from tsm.train.loop import open_training_data
+
+    cfg = tiny_config(corpus, out, max_steps=12)
+    counts = [open_training_data(cfg, 16, 0).batch_and_tokens(k)[1] for k in range(12)]
+    share = sum(c[0] for c in counts) / sum(c[1] for c in counts)
+    assert 0 < share < 1
+    assert events.Scalars("data/padding_share")[-1].value == pytest.approx(share, rel=1e-6)
+    assert f"padding {share:.1%} of tokens" in log
     assert "config" in str(events.Tags()["tensors"])

@@ -11,6 +11,7 @@ page cache is the cache. This reads 10x+ faster than `ds[i]["target"]` (bench/be
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,15 @@ class ListColumn:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([c.lengths() for c in self.chunks])
 
+    def variates(self) -> np.ndarray:
+        """The number of variates of each row, from the offsets alone (a null row has none)."""
+        counts = [np.ones(len(c.outer) - 1, dtype=np.int64) if c.depth == 1 else np.diff(c.outer).astype(np.int64)
+                  for c in self.chunks]
+        for chunk, count in zip(self.chunks, counts, strict=True):
+            if chunk.row_valid is not None:
+                count[~chunk.row_valid] = 0
+        return np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+
     def row(self, index: int) -> np.ndarray:
         """Row `index` as an array of shape (n_variates, length), float32."""
         k = bisect_right(self._starts, index) - 1
@@ -196,6 +206,12 @@ class ArrowCorpus:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """The rows each series brings to a batch (targets and covariates), without reading its values."""
+        columns = [c for c in (self.target, self.past_covariates, self.future_covariates) if c is not None]
+        return np.sum([c.variates() for c in columns], axis=0)
 
     def item(self, index: int) -> SeriesItem:
         target = self.target.row(index)

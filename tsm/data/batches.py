@@ -3,6 +3,12 @@
 Sampling is counter-based: batch k of rank r is a pure function of (seed, r, k). So every rank and
 dataloader worker samples independently with no broadcast, and resuming at step s only needs
 k = s * gradient_accumulation_steps: the data-sampling state is a single integer.
+
+Length grouping (`length_group_batches` N > 1, as Hugging Face's `group_by_length`): the windows of N
+batches are drawn together, sorted by context length and cut into N batches of similar lengths, taken in a
+random order. The windows are the same independent draws as without grouping (only which batch holds which
+changes), so the model learns from the same distribution, with far fewer padding tokens. Group g of rank r is
+still a pure function of (seed, r, g), and drawing it reads no values (lengths and row counts are metadata).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tsm.data.arrow import ArrowCorpus, DataError, SeriesItem
 
 logger = logging.getLogger(__name__)
+
+TOKEN_COUNTS = "token_counts"  # the key of a training batch's (padding tokens, all tokens)
 
 
 @dataclass
@@ -61,6 +69,47 @@ def draw_context_length(rng: np.random.Generator, min_past: int, context_length:
     if short_share and rng.random() < short_share:
         return int(math.exp(rng.uniform(math.log(min_past), math.log(context_length))))
     return context_length
+
+
+@dataclass(frozen=True)
+class WindowDraw:
+    """Where a window lies, drawn before any value is read."""
+
+    corpus: int
+    index: int
+    cut: int  # the context ends and the prediction starts here
+    context_length: int  # at most this many past steps
+    rows: int  # the series' targets and covariates
+
+    @property
+    def length(self) -> int:
+        """The context points the window has (a series' start may come first)."""
+        return min(self.cut, self.context_length)
+
+
+def split_by_rows(rows: np.ndarray, parts: int) -> list[slice]:
+    """`parts` consecutive, non-empty slices of about equal rows (needs len(rows) >= parts); with one row per
+    window, exactly equal."""
+    starts = np.concatenate([[0], np.cumsum(rows)[:-1]])
+    total = int(rows.sum())
+    bounds = [0]
+    for part in range(1, parts):
+        bound = int(np.searchsorted(starts, part * total / parts, side="left"))
+        bounds.append(min(max(bound, bounds[-1] + 1), len(rows) - (parts - part)))
+    bounds.append(len(rows))
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def token_counts(context_lengths: list[int], rows: list[int], patch_size: int,
+                 num_output_patches: int) -> tuple[int, int]:
+    """(padding tokens, all tokens) of a batch whose contexts are left-padded to the longest: each row is
+    ceil(longest / patch) context patches plus the output patches; padding is the context patches a row
+    only has because another row is longer."""
+    longest = math.ceil(max(context_lengths) / patch_size)
+    total = sum(rows) * (longest + num_output_patches)
+    padding = sum(n * (longest - math.ceil(length / patch_size)) for length, n in zip(context_lengths, rows,
+                                                                                       strict=True))
+    return padding, total
 
 
 def collate(windows: list[Window], prediction_length: int, num_output_patches: int) -> dict[str, torch.Tensor | int]:
@@ -122,6 +171,7 @@ class TrainingBatches(IterableDataset):
         max_series_per_corpus: int | None = None,
         hold_out: int = 0,
         short_context_share: float = 0.0,
+        length_group_batches: int = 0,
     ):
         super().__init__()
         if len(corpora) != len(weights) or not corpora:
@@ -135,6 +185,11 @@ class TrainingBatches(IterableDataset):
         self.short_context_share = short_context_share
         self.batch_size = batch_size
         self.num_output_patches = math.ceil(prediction_length / output_patch_size)
+        self.patch_size = output_patch_size  # Chronos-2's input patches are as long (ModelArchConfig checks)
+        if length_group_batches < 0:
+            raise ValueError(f"length_group_batches must be >= 0 (0 or 1: off), got {length_group_batches}")
+        self.length_group_batches = length_group_batches
+        self._group: tuple[int, list[list[WindowDraw]]] | None = None  # the last group drawn, for its batches
         self.seed = seed
         self.rank = rank
         self.start_batch = 0
@@ -171,25 +226,58 @@ class TrainingBatches(IterableDataset):
             for s in self.stats
         )
 
-    def _window(self, rng: np.random.Generator) -> Window:
+    def _draw(self, rng: np.random.Generator) -> WindowDraw:
         c = int(rng.choice(len(self.corpora), p=self.weights)) if len(self.corpora) > 1 else 0
         index = int(self.usable[c][rng.integers(len(self.usable[c]))])
-        item = self.corpora[c].item(index)
-        length = item.target.shape[-1] - self.hold_out  # held-out steps are for validation only
+        length = int(self.corpora[c].lengths[index]) - self.hold_out  # held-out steps are for validation only
         # Cut at `cut`: the context ends there, the prediction window starts there.
         cut = int(rng.integers(self.min_past, length - self.prediction_length + 1))
         context_length = draw_context_length(rng, self.min_past, self.context_length, self.short_context_share)
-        return window_at(item, cut, context_length, self.prediction_length)
+        return WindowDraw(c, index, cut, context_length, int(self.corpora[c].rows[index]))
 
-    def batch(self, batch_index: int) -> dict[str, torch.Tensor | int]:
+    def _read(self, draw: WindowDraw) -> Window:
+        item = self.corpora[draw.corpus].item(draw.index)
+        return window_at(item, draw.cut, draw.context_length, self.prediction_length)
+
+    def _draw_group(self, group: int) -> list[list[WindowDraw]]:
+        """The windows of `length_group_batches` batches, as batches of similar context lengths in random order."""
+        if self._group is not None and self._group[0] == group:
+            return self._group[1]
+        parts = self.length_group_batches
+        rng = np.random.default_rng((self.seed, self.rank, group, parts))  # not any ungrouped batch's stream
+        draws: list[WindowDraw] = []
+        rows = 0
+        while rows < parts * self.batch_size or len(draws) < parts:
+            draws.append(self._draw(rng))
+            rows += draws[-1].rows
+        draws.sort(key=lambda d: d.length)
+        batches = [draws[part] for part in split_by_rows(np.array([d.rows for d in draws]), parts)]
+        batches = [batches[i] for i in rng.permutation(parts)]  # short and long batches alternate at random
+        self._group = (group, batches)
+        return batches
+
+    def _draws(self, batch_index: int) -> list[WindowDraw]:
+        if self.length_group_batches > 1:
+            group, position = divmod(batch_index, self.length_group_batches)
+            return self._draw_group(group)[position]
         rng = np.random.default_rng((self.seed, self.rank, batch_index))
-        windows = []
+        draws: list[WindowDraw] = []
         rows = 0
         while rows < self.batch_size:
-            window = self._window(rng)
-            windows.append(window)
-            rows += window.context.shape[0]
-        return collate(windows, self.prediction_length, self.num_output_patches)
+            draws.append(self._draw(rng))
+            rows += draws[-1].rows
+        return draws
+
+    def batch(self, batch_index: int) -> dict[str, torch.Tensor | int]:
+        """Batch `batch_index`, as the model takes it."""
+        return self.batch_and_tokens(batch_index)[0]
+
+    def batch_and_tokens(self, batch_index: int) -> tuple[dict[str, torch.Tensor | int], tuple[int, int]]:
+        """Batch `batch_index` and its (padding tokens, all tokens)."""
+        windows = [self._read(d) for d in self._draws(batch_index)]
+        tokens = token_counts([w.context.shape[-1] for w in windows], [w.context.shape[0] for w in windows],
+                              self.patch_size, self.num_output_patches)
+        return collate(windows, self.prediction_length, self.num_output_patches), tokens
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor | int]]:
         info = get_worker_info()
@@ -198,7 +286,8 @@ class TrainingBatches(IterableDataset):
         # start + w, start + w + n, ... keeps the global order identical to a single process.
         index = self.start_batch + worker
         while True:
-            yield self.batch(index)
+            batch, tokens = self.batch_and_tokens(index)
+            yield batch | {TOKEN_COUNTS: tokens}  # the training loop takes it off before the model sees the batch
             index += num_workers
 
 

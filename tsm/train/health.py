@@ -358,6 +358,7 @@ class HealthFigures:
     last_alert: str | None
     validation: tuple[int, dict[str, float]] | None = None  # the latest validation scores
     validation_start: dict[str, float] | None = None  # the starting model's (step 0), when it was scored
+    padding_share: float = math.nan  # of the run's tokens, from left-padding contexts to a batch's longest
 
     @property
     def clip_rate(self) -> float:
@@ -457,7 +458,8 @@ def render_health_report(f: HealthFigures) -> str:
         f"data wait {f.data_wait_share:.1%}", f"eta {format_duration(f.eta_s)}"])
     data = flow("DATA", [f"samples read {f.samples_read:,.0f}",
                          f"short series skipped {f.short_series_skipped:,} of {f.total_series:,}",
-                         f"read rate {f.samples_per_s:.0f} smp/s"])
+                         f"read rate {f.samples_per_s:.0f} smp/s"]
+                + ([f"padding {f.padding_share:.1%} of tokens"] if math.isfinite(f.padding_share) else []))
     title = f"step {f.step:,}/{f.max_steps:,} · {format_duration(f.run_elapsed_s)} elapsed"
     return box(title, [_loss_section(f) + _grad_section(f) + lr, _memory_section(f) + perf + data,
                        _benchmark_and_alerts(f)])

@@ -22,7 +22,7 @@ from transformers import get_scheduler
 from tsm.atomic import recover, write_text
 from tsm.config import ConfigError, TrainConfig
 from tsm.data.arrow import ArrowCorpus
-from tsm.data.batches import TrainingBatches, batch_iterator
+from tsm.data.batches import TOKEN_COUNTS, TrainingBatches, batch_iterator
 from tsm.launch import PREEMPTED_EXIT_CODE
 from tsm.layout import RESOLVED_CONFIG, checkpoint_name
 from tsm.model import count_parameters, create_model, load_model, set_forecast_lengths
@@ -109,7 +109,8 @@ def train(cfg: TrainConfig) -> Path:
                     step, status = step - 1, "stopped early"
                     break
                 result = train_step(model, data, optimizer, scheduler, accelerator, cfg, guard, step)
-                monitor.on_step(step, result.loss, result.grad_norm, result.lr, result.samples, result.data_wait)
+                monitor.on_step(step, result.loss, result.grad_norm, result.lr, result.samples, result.data_wait,
+                                result.tokens)
                 if step % cfg.log_steps == 0:
                     guard.settle()  # the monitor has just synced
                 stop = preemption.should_stop()
@@ -152,6 +153,7 @@ class StepResult:
     lr: float
     samples: int
     data_wait: float
+    tokens: tuple[int, int]  # (padding, all) the model processed
 
 
 def train_step(model: torch.nn.Module, data: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -159,12 +161,14 @@ def train_step(model: torch.nn.Module, data: Any, optimizer: torch.optim.Optimiz
     """One optimizer step over `gradient_accumulation_steps` micro-batches; a non-finite step is skipped."""
     accum = cfg.gradient_accumulation_steps
     step_loss = torch.zeros((), device=accelerator.device)
-    samples, data_wait = 0, 0.0
+    samples, data_wait, padding, tokens = 0, 0.0, 0, 0
     for micro in range(accum):
         waited = time.perf_counter()
         batch = next(data)
         data_wait += time.perf_counter() - waited
         samples += batch["context"].shape[0]
+        batch_padding, batch_tokens = batch.pop(TOKEN_COUNTS, (0, 0))
+        padding, tokens = padding + batch_padding, tokens + batch_tokens
         batch = {k: v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in batch.items()}
         # Gradients are all-reduced only on the last micro-batch of an accumulation window.
@@ -180,7 +184,7 @@ def train_step(model: torch.nn.Module, data: Any, optimizer: torch.optim.Optimiz
     del optimizer.found_inf  # as torch's GradScaler does: the attribute is for this step only
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(step_loss, grad_norm, lr, samples, data_wait)
+    return StepResult(step_loss, grad_norm, lr, samples, data_wait, (padding, tokens))
 
 
 def start_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -243,7 +247,7 @@ def open_training_data(cfg: TrainConfig, output_patch_size: int, rank: int) -> T
         corpora, cfg.mixture_weights,
         context_length=cfg.context_length, prediction_length=cfg.prediction_length, min_past=cfg.min_past,
         short_context_share=cfg.short_context_share, batch_size=cfg.per_device_train_batch_size,
-        output_patch_size=output_patch_size, seed=cfg.seed,
+        output_patch_size=output_patch_size, seed=cfg.seed, length_group_batches=cfg.length_group_batches,
         rank=rank, max_series_per_corpus=cfg.max_train_series,
         # Validation without data of its own holds out the last window of each training series.
         hold_out=cfg.prediction_length if cfg.validates and cfg.validation_data_paths is None else 0,

@@ -136,6 +136,8 @@ class _Window:
     lrs: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     samples: int = 0
+    padding_tokens: int = 0
+    tokens: int = 0
     data_wait_s: float = 0.0
 
 
@@ -195,6 +197,7 @@ class TrainingMonitor:
         self.throughput = ThroughputDropDetector(s.throughput_drop_share)
         self.alerts = AlertLog(s.alert_cooldown_steps)
         self.samples_read = 0.0
+        self.padding_tokens = self.tokens = 0.0
         self.nonfinite_losses = self.nonfinite_norms = 0
         self.benchmark: tuple[int, dict[str, float]] | None = None
         self.validation: tuple[int, dict[str, float]] | None = None
@@ -206,7 +209,8 @@ class TrainingMonitor:
     # --- called by the loop -----------------------------------------------------------------------
 
     def on_step(self, step: int, loss: torch.Tensor, grad_norm, lr: float, samples: int,
-                data_wait_s: float = 0.0) -> None:
+                data_wait_s: float = 0.0, tokens: tuple[int, int] = (0, 0)) -> None:
+        """One step's figures; `tokens` is (padding tokens, all tokens) of its batches."""
         now = time.perf_counter()
         w = self._window
         if self._last_step_at is not None and not self._skip_next_latency:
@@ -219,6 +223,8 @@ class TrainingMonitor:
         w.norms.append(grad_norm)
         w.lrs.append(lr)
         w.samples += samples
+        w.padding_tokens += tokens[0]
+        w.tokens += tokens[1]
         w.data_wait_s += data_wait_s
         if step % self.log_steps == 0 or step % self.settings.health_report_interval == 0 or step >= self.max_steps:
             self._flush(step)
@@ -258,30 +264,35 @@ class TrainingMonitor:
 
     def _flush(self, step: int) -> None:
         w = self._window
-        losses, norms, samples, slots = self._reduce(w)
+        losses, norms, (samples, padding_tokens, tokens), slots = self._reduce(w)
         # Windows meet right after the reduction: it waits for the device, so on a GPU the host's run-ahead
         # is charged to the window whose work it was, and no time falls between windows.
         now = time.perf_counter()
         self._window = _Window(started=now)
         if not self.is_main:
             return
+        self.padding_tokens += padding_tokens
+        self.tokens += tokens
         self._record_window(step, w, losses, norms, samples, slots, now - w.started, now)
         if step % self.settings.health_report_interval == 0 and step < self.max_steps:  # the last one: close()
             self._health_report(step, now)
         self._last_flushed, self._last_flushed_at = step, now
 
-    def _reduce(self, w: _Window) -> tuple[list[float], list[float], float, list[list[float]]]:
+    def _reduce(self, w: _Window) -> tuple[list[float], list[float], list[float], list[list[float]]]:
+        """Losses and norms (means over ranks), (samples, padding tokens, tokens) summed, each rank's slots."""
         n = len(w.losses)
         slots = torch.zeros(self.world, len(_SLOT_FIELDS))
         slots[self.rank] = torch.tensor([w.data_wait_s, self.memory.used_gb(), self.memory.gpu_utilization()])
-        host = torch.cat([torch.tensor([float(w.samples)]), slots.flatten()]).to(self.device, non_blocking=True)
+        counts = [float(w.samples), float(w.padding_tokens), float(w.tokens)]
+        host = torch.cat([torch.tensor(counts), slots.flatten()]).to(self.device, non_blocking=True)
         losses = torch.stack([loss.float().reshape(()) for loss in w.losses])
         norms = torch.stack([_norm_tensor(g, self.device) for g in w.norms])
         total = self.accelerator.reduce(torch.cat([losses, norms, host]), reduction="sum").tolist()
-        per_rank = [total[2 * n + 1 + r * len(_SLOT_FIELDS):2 * n + 1 + (r + 1) * len(_SLOT_FIELDS)]
+        first_slot = 2 * n + len(counts)
+        per_rank = [total[first_slot + r * len(_SLOT_FIELDS):first_slot + (r + 1) * len(_SLOT_FIELDS)]
                     for r in range(self.world)]
         return ([v / self.world for v in total[:n]], [v / self.world for v in total[n:2 * n]],
-                total[2 * n], per_rank)
+                total[2 * n:first_slot], per_rank)
 
     def _record_window(self, step: int, w: _Window, losses: list[float], norms: list[float], samples: float,
                        slots: list[list[float]], elapsed: float, now: float) -> None:
@@ -313,7 +324,7 @@ class TrainingMonitor:
             ("perf/memory_gb", memory), ("perf/memory_share", memory / self.memory.total_gb),
             ("perf/gpu_util", mean_or_nan(self._last_util)),
             ("perf/gpu_util_min", min(self._last_util, default=math.nan)),
-            ("data/samples_read", self.samples_read),
+            ("data/samples_read", self.samples_read), ("data/padding_share", self.padding_share),
         ):
             self._scalar(name, value, step)
 
@@ -354,6 +365,11 @@ class TrainingMonitor:
             if alert is not None and self.alerts.should_show(alert):
                 logger.warning("%s", alert)
 
+    @property
+    def padding_share(self) -> float:
+        """The share of the run's tokens (context patches, output patches) that were only padding."""
+        return self.padding_tokens / self.tokens if self.tokens else math.nan
+
     def _recent_rate(self, fallback: float) -> float:
         rate = self.rate.steps_per_s
         return rate if math.isfinite(rate) else fallback  # one log point so far: the window's own rate
@@ -380,7 +396,8 @@ class TrainingMonitor:
             steps_per_s=iv.steps / elapsed, samples_per_s=iv.samples / elapsed, latencies_s=iv.latencies,
             data_wait_share=iv.data_wait_s / elapsed,
             eta_s=eta_seconds(self.max_steps - step, self._recent_rate(iv.steps / elapsed)),
-            samples_read=self.samples_read, short_series_skipped=sum(s.too_short for s in self.data_stats),
+            samples_read=self.samples_read, padding_share=self.padding_share,
+            short_series_skipped=sum(s.too_short for s in self.data_stats),
             total_series=sum(s.total for s in self.data_stats), benchmark=self.benchmark,
             benchmark_enabled=self.benchmark_enabled, validation=self.validation,
             validation_start=self.validation_start,
