@@ -81,7 +81,9 @@ class ParallelismConfig(_Strict):
     strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: torch FSDP2, each encoder block a shard unit
     reshard_after_forward: bool = True  # false: keep gathered params between forward and backward (faster, more memory)
     gradient_checkpointing: bool = False  # non-reentrant activation checkpointing around each encoder block
-    torch_compile: bool = False  # compile each encoder block
+    # Compile each encoder block (inductor: fused norms, RoPE and dropout). auto: on a GPU, not on a CPU, where
+    # the first steps would wait ~30 s for the C++ build of a model that trains in minutes.
+    torch_compile: bool | Literal["auto"] = "auto"
 
 
 # What Chronos2Pipeline.fit adapts by default: the attention projections and the output layer.

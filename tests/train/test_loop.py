@@ -59,11 +59,13 @@ def test_training_reduces_loss(tmp_path, corpus):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-@pytest.mark.parametrize("workers, accum", [(0, 1), (2, 2)])
-def test_resume_gives_the_straight_run(tmp_path, corpus, workers, accum):
+@pytest.mark.parametrize("workers, accum, compiled", [(0, 1, False), (2, 2, False),
+                                                      pytest.param(0, 1, True, marks=pytest.mark.slow)])
+def test_resume_gives_the_straight_run(tmp_path, corpus, workers, accum, compiled):
     # Dropout stays on (0.1): equal weights need the RNG, optimizer, schedule and data position restored.
+    # Length grouping is on (the test config's), and the resume point falls inside a group.
     common = dict(max_steps=6, save_steps=3, dataloader_num_workers=workers, gradient_accumulation_steps=accum,
-                  lr_scheduler_type="cosine", warmup_ratio=0.2)
+                  lr_scheduler_type="cosine", warmup_ratio=0.2, **{"parallelism.torch_compile": compiled})
     straight = tmp_path / "straight"
     train(tiny_config(corpus, straight, **common))
     # A checkpoint's content does not depend on what ran after it, so resuming from the straight run's
@@ -97,6 +99,21 @@ def test_context_extension_trains_at_the_new_length(tmp_path, corpus):
     # series are 200-400 long: with a 256 context some windows fill it, giving 256/16 patches
     # (+1 [REG] +2 output patches); at the old length it could never pass 64/16 + 3.
     assert max(seen) == 256 // 16 + 1 + 2
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_as_eager_ones(tmp_path, corpus):
+    """torch.compile fuses the blocks' kernels, which reorders float sums only: the first step (same weights, same
+    batch) agrees to float32 rounding, and the few steps after stay within a small tolerance."""
+    losses = {}
+    for compiled in (False, True):
+        out = tmp_path / f"compiled-{compiled}"
+        train(tiny_config(corpus, out, max_steps=6, log_steps=1, save_steps=100,
+                          **{"parallelism.torch_compile": compiled}))
+        losses[compiled] = [e.value for e in EventAccumulator(str(out / "tensorboard")).Reload().Scalars("train/loss")]
+        assert ("torch.compile: 2 encoder blocks" in (out / "training.log").read_text()) == compiled
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
 
 
 def test_resume_rejects_weights_only_folder(tmp_path, corpus):

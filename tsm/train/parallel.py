@@ -63,10 +63,16 @@ def parallelize(model: torch.nn.Module, settings: ParallelismConfig, accelerator
             logger.info("FSDP requested with one process: training unsharded")
         # accelerate wraps DDP when there are several processes, and adds autocast for bf16.
         model = accelerator.prepare_model(model)
-    if settings.torch_compile:
+    if compiles(settings, accelerator.device):
         for block in encoder_blocks(model):
             block.compile()
+        logger.info("torch.compile: %d encoder blocks", len(encoder_blocks(model)))
     return model
+
+
+def compiles(settings: ParallelismConfig, device: torch.device) -> bool:
+    """Whether the encoder blocks are compiled: as configured, and with `auto` where a GPU trains."""
+    return device.type == "cuda" if settings.torch_compile == "auto" else settings.torch_compile
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
