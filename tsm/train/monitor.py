@@ -273,7 +273,7 @@ class TrainingMonitor:
             return
         self.padding_tokens += padding_tokens
         self.tokens += tokens
-        self._record_window(step, w, losses, norms, samples, slots, now - w.started, now)
+        self._record_window(step, w, losses, norms, samples, slots, now - w.started, now, tokens)
         if step % self.settings.health_report_interval == 0 and step < self.max_steps:  # the last one: close()
             self._health_report(step, now)
         self._last_flushed, self._last_flushed_at = step, now
@@ -295,7 +295,7 @@ class TrainingMonitor:
                 total[2 * n:first_slot], per_rank)
 
     def _record_window(self, step: int, w: _Window, losses: list[float], norms: list[float], samples: float,
-                       slots: list[list[float]], elapsed: float, now: float) -> None:
+                       slots: list[list[float]], elapsed: float, now: float, tokens: float = 0.0) -> None:
         good_norms = finite(norms)
         loss_mean = sum(losses) / len(losses)  # NaN when any step was NaN: the line must show it
         worst_wait = max(r[0] for r in slots)  # the slowest-fed rank
@@ -320,6 +320,7 @@ class TrainingMonitor:
             ("grad/clip_rate", sum(n > self.max_grad_norm for n in good_norms) / max(len(good_norms), 1)),
             ("grad/nonfinite_total", self.nonfinite_norms), ("train/nonfinite_total", self.nonfinite_losses),
             ("perf/steps_per_s", steps_per_s), ("perf/samples_per_s", samples_per_s),
+            ("perf/tokens_per_s", tokens / elapsed if tokens else math.nan),
             ("perf/data_wait_share", wait_share), ("perf/eta_hours", eta / 3600),
             ("perf/memory_gb", memory), ("perf/memory_share", memory / self.memory.total_gb),
             ("perf/gpu_util", mean_or_nan(self._last_util)),
