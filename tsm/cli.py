@@ -22,10 +22,17 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from tsm.launch import map_mpi_environment
     from tsm.train.loop import train
+    from tsm.train.parallel import end_process_group
 
     map_mpi_environment(os.environ)  # a run started by mpirun: OpenMPI's ranks become torch's
-
-    train(cfg)
+    error = None
+    try:
+        train(cfg)
+    except TsmError as exc:  # preempted, or stopped: its traceback would keep the run's model alive
+        error, exc.__traceback__, exc.__context__, exc.__cause__ = exc, None, None, None
+    end_process_group()
+    if error is not None:
+        raise error
     return 0
 
 

@@ -93,7 +93,7 @@ def accumulate(setup: str, accelerator: Accelerator, out: Path) -> None:
     micro = [{k: v[first + j * rows:first + (j + 1) * rows] if torch.is_tensor(v) else v
               for k, v in fixed_batch().items()} for j in range(accum)]
     result = train_step(model, iter(micro), optimizer, build_scheduler(optimizer, cfg), accelerator, cfg,
-                        BadStepGuard(10), step=1)
+                        BadStepGuard(10, 10), step=1)
     loss = accelerator.reduce(result.loss.detach(), reduction="mean").item()
     grads = {n: full(optimizer.state[p]["exp_avg"]) / (1 - cfg.adam_beta1)
              for n, p in accelerator.unwrap_model(model).named_parameters()}

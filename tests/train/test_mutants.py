@@ -202,7 +202,7 @@ def test_accumulating_k_micro_batches_is_one_step_on_their_concatenation(tmp_pat
         model = parallelize(create_model(cfg).train(), cfg.parallelism, accelerator)
         optimizer = build_optimizer(model, cfg)
         result = train_step(model, iter(batches), optimizer, build_scheduler(optimizer, cfg), accelerator, cfg,
-                            BadStepGuard(cfg.max_consecutive_bad_steps), step=1)
+                            BadStepGuard(cfg.max_consecutive_bad_steps, cfg.log_steps), step=1)
         gradients = {name: optimizer.state[p]["exp_avg"] / (1 - cfg.adam_beta1)
                      for name, p in model.named_parameters()}
         return result, gradients

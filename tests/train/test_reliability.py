@@ -170,7 +170,7 @@ def test_consecutive_bad_steps_stop_the_run(tmp_path, corpus):
 
 
 def test_guard_counts_a_poisoned_gradient_with_a_finite_loss():
-    guard = BadStepGuard(limit=2)
+    guard = BadStepGuard(limit=2, settle_every=100)
     flags = [guard.found_inf(1, torch.tensor(3.0), torch.tensor(1.5)),
              guard.found_inf(2, torch.tensor(3.0), torch.tensor(float("inf"))),
              guard.found_inf(3, torch.tensor(3.0), torch.tensor(0.5))]
@@ -184,6 +184,11 @@ def test_guard_counts_a_poisoned_gradient_with_a_finite_loss():
     with pytest.raises(TsmError, match="stopped at step 5: 2 consecutive"):
         guard.settle()
     assert guard.total == 3
+    every_two = BadStepGuard(limit=5, settle_every=2)  # settles by itself when the log steps come
+    every_two.found_inf(1, torch.tensor(3.0), torch.tensor(float("inf")))
+    assert every_two.total == 0
+    every_two.found_inf(2, torch.tensor(3.0), torch.tensor(1.0))
+    assert (every_two.total, every_two.consecutive) == (1, 0)
 
 
 def test_a_skipped_step_leaves_weights_moments_and_step_count_alone():
@@ -197,7 +202,7 @@ def test_a_skipped_step_leaves_weights_moments_and_step_count_alone():
               {k: v.clone() for k, v in optimizer.state[model.weight].items()})
     optimizer.zero_grad()
     model(torch.full((3, 4), float("nan"))).sum().backward()
-    optimizer.found_inf = BadStepGuard(3).found_inf(2, torch.tensor(1.0), torch.tensor(float("nan")))
+    optimizer.found_inf = BadStepGuard(3, 10).found_inf(2, torch.tensor(1.0), torch.tensor(float("nan")))
     optimizer.step()
     assert all(torch.equal(before[0][k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(before[1][k], v) for k, v in optimizer.state[model.weight].items())

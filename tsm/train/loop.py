@@ -5,7 +5,6 @@ scoring and the export decision live in tsm.train.selection and tsm.train.evalua
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import time
@@ -77,7 +76,7 @@ def train(cfg: TrainConfig) -> Path:
         # the schedule advances exactly once per optimizer step whatever the number of ranks.
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
-        guard = BadStepGuard(cfg.max_consecutive_bad_steps)
+        guard = BadStepGuard(cfg.max_consecutive_bad_steps, settle_every=cfg.log_steps)
         start_step = restore(resume, accelerator, model, optimizer, scheduler, guard)
         log_run(cfg, accelerator, model, batches, scorer)
 
@@ -100,9 +99,8 @@ def train(cfg: TrainConfig) -> Path:
 
         data = batch_iterator(batches, cfg.dataloader_num_workers,
                               start_batch=start_step * cfg.gradient_accumulation_steps)
-        preemption = PreemptionHandler(world)
         step, status = start_step, "finished"
-        try:
+        with PreemptionHandler(world) as preemption:
             for step in range(start_step + 1, cfg.max_steps + 1):
                 if selection.should_stop_early():  # also a rerun of a run that stopped early: nothing left to train
                     selection.log_early_stop(step - 1, start_step)
@@ -111,8 +109,6 @@ def train(cfg: TrainConfig) -> Path:
                 result = train_step(model, data, optimizer, scheduler, accelerator, cfg, guard, step)
                 monitor.on_step(step, result.loss, result.grad_norm, result.lr, result.samples, result.data_wait,
                                 result.tokens)
-                if step % cfg.log_steps == 0:
-                    guard.settle()  # the monitor has just synced
                 stop = preemption.should_stop()
                 validate, benchmark = (False, False) if stop else scorer.due(step)
                 saved = step % cfg.save_steps == 0 or validate or benchmark or stop  # a scored step keeps its weights
@@ -127,23 +123,14 @@ def train(cfg: TrainConfig) -> Path:
                     selection.record(step, scores, accelerator.is_main_process)
                 if saved and accelerator.is_main_process:
                     selection.rotate(cfg.save_total_limit)  # once the step's scores have decided the top-K
-            preemption.finish()
             guard.settle()
             monitor.close()
             model, exported = export_model(cfg, selection, accelerator, model, step)
             final = save_final(accelerator, model, cfg, step if exported is None else exported)
             summary.update(step, monitor.last_logged_loss, guard.total, status, selection.summary.get("exported"))
-        finally:  # a signal during the export is noted and ignored: the run is about to finish
-            preemption.close()
         logger.info("Done: %d steps in %.1fs (%d non-finite steps skipped). Final model: %s",
                     step - start_step, summary.leg.seconds, guard.total, final)
-        # The model goes before the process group: a DDP reducer freed after it destroys the gloo group itself,
-        # joining its worker threads while holding the GIL they may wait for (a hang seen at exit).
-        model = optimizer = scheduler = None  # the checkpoint closure holds them too
-        accelerator.free_memory()
-        gc.collect()
-        accelerator.end_training()
-        return final
+        return final  # the process group outlives this frame's model: tsm.train.parallel.end_process_group
 
 
 @dataclass

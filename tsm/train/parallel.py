@@ -5,11 +5,12 @@ checkpointing, torch.compile. The training loop's body is the same for one proce
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import Iterator
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from chronos.chronos2.model import Chronos2EncoderBlock
 from torch.distributed.tensor import DTensor
 
@@ -73,6 +74,14 @@ def parallelize(model: torch.nn.Module, settings: ParallelismConfig, accelerator
 def compiles(settings: ParallelismConfig, device: torch.device) -> bool:
     """Whether the encoder blocks are compiled: as configured, and with `auto` where a GPU trains."""
     return device.type == "cuda" if settings.torch_compile == "auto" else settings.torch_compile
+
+
+def end_process_group() -> None:
+    """Once train() has returned: destroy the process group after the run's model is gone. A DDP reducer freed
+    after the group destroys the gloo group itself, joining its worker threads while holding the GIL they may
+    wait for (rank 1 hung so at exit, seen with py-spy)."""
+    gc.collect()  # the model's reference cycles, before the group
+    PartialState().destroy_process_group()
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

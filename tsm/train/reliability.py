@@ -107,7 +107,7 @@ class PreemptionHandler:
     """SIGTERM / SIGUSR1 (SLURM sends them before killing a job) set a flag; the loop finishes its step,
     checkpoints and exits 75. Several ranks agree without a device sync or a wait: each step starts an
     all-reduce of the flag on a CPU (gloo) group and reads the one started a step before, so every rank
-    stops after the same step, one step after the signal."""
+    stops after the same step, one step after the signal. A context manager around the steps."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -138,13 +138,15 @@ class PreemptionHandler:
         self._in_flight = (dist.all_reduce(flag, group=self._group, async_op=True), flag)
         return stop
 
-    def finish(self) -> None:
-        """After the last step: wait for the last all-reduce, which every rank posted."""
-        if self._in_flight is not None:
-            self._in_flight[0].wait()
-            self._in_flight = None
+    def __enter__(self) -> PreemptionHandler:
+        return self
 
-    def close(self) -> None:
+    def __exit__(self, error: type[BaseException] | None, *_: Any) -> None:
+        """Signals go back to their handlers; after the last step, the last all-reduce (every rank posted it) is
+        waited for. A signal during the export after the last step is noted and ignored: the run is finishing."""
+        if error is None and self._in_flight is not None:
+            self._in_flight[0].wait()
+        self._in_flight = None
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -152,11 +154,12 @@ class PreemptionHandler:
 class BadStepGuard:
     """A step whose gradient norm is NaN or inf (from a NaN/inf loss or gradient) skips the optimizer update
     on the device: fused AdamW's `found_inf` leaves weights, moments and step count as they were, so the
-    step needs no host sync. `settle()` reads the flags when the host syncs anyway (log steps, checkpoints,
-    the end): each skipped step is counted and logged, and `limit` of them in a row stop the run."""
+    step needs no host sync. `settle()` reads the flags when the host syncs anyway (every `settle_every` steps,
+    checkpoints, the end): each skipped step is counted and logged, and `limit` of them in a row stop the run."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, settle_every: int):
         self.limit = limit
+        self.settle_every = settle_every  # steps: the log steps' interval, when the monitor syncs anyway
         self.consecutive = 0
         self.total = 0
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, [skipped, loss, grad norm]) not yet read
@@ -166,6 +169,8 @@ class BadStepGuard:
         norm = grad_norm.detach().float().reshape(())
         skip = (~torch.isfinite(norm)).float()
         self._pending.append((step, torch.stack([skip, loss.detach().float().reshape(()), norm])))
+        if len(self._pending) >= self.settle_every:
+            self.settle()
         return skip
 
     def settle(self) -> None:
