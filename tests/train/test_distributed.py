@@ -148,3 +148,24 @@ def test_bf16_parameters_see_the_raw_series_in_fp32(tmp_path, ranks):
     fp32, bf16 = first_loss("no"), first_loss("bf16")
     assert fp32 > 5  # the signal is there to learn: a flattened series gives a loss near 1
     assert bf16 == pytest.approx(fp32, rel=0.02)
+
+
+@pytest.mark.slow
+def test_a_non_finite_step_is_skipped_on_sharded_parameters(tmp_path):
+    """fused AdamW's found_inf over FSDP2's DTensor parameters: the poisoned steps are skipped on every rank
+    and counted once per step, the others train, and the weights stay finite."""
+    rows = [np.full(300, np.inf, dtype="float32")] + [np.arange(300, dtype="float32") * (1 + k) for k in range(7)]
+    corpus = write_corpus(tmp_path / "poisoned", rows)
+    out = tmp_path / "run"
+    run([*LAUNCH, "-m", "tsm.train", "--config", str(TEST_CONFIG), "--set", f"training_data_paths=[{corpus}]",
+         "--set", "probability=null", "--output-dir", str(out), "--max-steps", "12", "--set", "log_steps=4",
+         "--set", "save_steps=100", "--context-length", "128", "--prediction-length", "32",
+         "--set", "model.d_model=64", "--set", "model.d_ff=128", "--set", "model.d_kv=16",
+         "--set", "per_device_train_batch_size=2", "--set", "max_consecutive_bad_steps=100",
+         "--set", "parallelism.strategy=fsdp"], CPU_RANKS)
+    log = (out / "training.log").read_text()
+    skipped = re.findall(r"Step (\d+): non-finite \w+ .*optimizer step skipped", log)
+    assert 0 < len(skipped) < 12 and len(skipped) == len(set(skipped)), log[-3000:]
+    assert f"({len(skipped)} non-finite steps skipped)" in log
+    weights = load_file(out / "final-checkpoint" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
