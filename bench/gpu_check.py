@@ -11,6 +11,7 @@ is the trainer's own per-window rate (TensorBoard perf/steps_per_s) after WARMUP
 The stage-1 run also counts host-device syncs (torch.cuda.set_sync_debug_mode) between two log steps.
 
   bash bench/gpu_check.sh                             # one H100/H200: about 6 minutes
+  bash bench/gpu_check.sh --stages 1 --set model.dropout_rate=0   # a variant, stage 1 only
   python bench/gpu_check.py --tiny --steps 30         # CPU smoke run of the same path (test config)
 """
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from tsm.config import TrainConfig, load_config
+from tsm.config import TrainConfig, load_config, parse_settings
 from tsm.data.batches import TrainingBatches
 from tsm.data.synth.corpus import generate, write_corpus
 from tsm.train.loop import open_training_data, train
@@ -137,7 +138,7 @@ def run_stage(stage: int, args: argparse.Namespace, corpus: Path, work: Path, mo
                  "max_steps": args.steps, "save_steps": 100 * args.steps, "per_device_train_batch_size": batch_size}
     if model_id is not None:
         overrides["model_id"] = model_id
-    cfg = base_config(stage, args.tiny, overrides)
+    cfg = base_config(stage, args.tiny, {**overrides, **parse_settings(args.extra)})
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -186,6 +187,9 @@ def main() -> None:
     parser.add_argument("--batch-size-stage2", type=int, default=64, help="series per GPU at context 8192")
     parser.add_argument("--series", type=int, default=6000, help="synthetic series in the corpus")
     parser.add_argument("--tiny", action="store_true", help="the test config instead of base (CPU smoke run)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="a variant to measure, as tsm train takes it: "
+                             "--set parallelism.gradient_checkpointing=true --set model.dropout_rate=0")
     args = parser.parse_args()
     if args.tiny:
         args.batch_size_stage1 = args.batch_size_stage2 = 16
