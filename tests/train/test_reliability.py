@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from tests.conftest import random_walks, save_yaml, tiny_config, write_corpus
 from tsm.config import ConfigError, TsmError
 from tsm.launch import PREEMPTED_EXIT_CODE
+from tsm.layout import RESOLVED_CONFIG
 from tsm.train.loop import train
 from tsm.train.reliability import BadStepGuard, is_valid_checkpoint
 
@@ -206,6 +208,20 @@ def test_a_skipped_step_leaves_weights_moments_and_step_count_alone():
     optimizer.step()
     assert all(torch.equal(before[0][k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(before[1][k], v) for k, v in optimizer.state[model.weight].items())
+
+
+def test_a_run_from_before_a_new_key_resumes_at_its_default(tmp_path, corpus):
+    """A run whose resolved config predates a key (length_group_batches, added after it) ran as that key's
+    default: it resumes with the default and is refused, naming the key, with another value."""
+    out = tmp_path / "run"
+    train(tiny_config(corpus, out, max_steps=2, save_steps=1, length_group_batches=0))
+    saved = yaml.safe_load((out / RESOLVED_CONFIG).read_text())
+    del saved["length_group_batches"]
+    (out / RESOLVED_CONFIG).write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match=r"differs in: length_group_batches\)"):
+        train(tiny_config(corpus, out, max_steps=4, length_group_batches=16))
+    train(tiny_config(corpus, out, max_steps=4, length_group_batches=0))
+    assert "Resumed from" in (out / "training.log").read_text()
 
 
 def test_output_dir_of_another_run_is_refused(tmp_path, corpus):

@@ -44,9 +44,12 @@ def is_valid_checkpoint(path: Path) -> bool:
 
 
 def run_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
+    """The run-defining keys whose values differ; a key the saved run predates counts as its default."""
     now = current.model_dump(mode="json")
     keys = (set(saved) | set(now)) - RUN_NEUTRAL_KEYS
-    return sorted(k for k in keys if saved.get(k) != now.get(k))
+    fields = TrainConfig.model_fields
+    defaults = {k: fields[k].get_default(call_default_factory=True) for k in keys - set(saved) if k in fields}
+    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != now.get(k))
 
 
 def find_resume_checkpoint(cfg: TrainConfig) -> Path | None:
