@@ -245,11 +245,7 @@ class TrainingBatches(IterableDataset):
             return self._group[1]
         parts = self.length_group_batches
         rng = np.random.default_rng((self.seed, self.rank, group, parts))  # not any ungrouped batch's stream
-        draws: list[WindowDraw] = []
-        rows = 0
-        while rows < parts * self.batch_size or len(draws) < parts:
-            draws.append(self._draw(rng))
-            rows += draws[-1].rows
+        draws = self._draw_rows(rng, parts * self.batch_size, at_least=parts)
         draws.sort(key=lambda d: d.length)
         batches = [draws[part] for part in split_by_rows(np.array([d.rows for d in draws]), parts)]
         batches = [batches[i] for i in rng.permutation(parts)]  # short and long batches alternate at random
@@ -260,12 +256,15 @@ class TrainingBatches(IterableDataset):
         if self.length_group_batches > 1:
             group, position = divmod(batch_index, self.length_group_batches)
             return self._draw_group(group)[position]
-        rng = np.random.default_rng((self.seed, self.rank, batch_index))
+        return self._draw_rows(np.random.default_rng((self.seed, self.rank, batch_index)), self.batch_size)
+
+    def _draw_rows(self, rng: np.random.Generator, rows: int, at_least: int = 1) -> list[WindowDraw]:
+        """Windows drawn until they bring `rows` rows and number `at_least`."""
         draws: list[WindowDraw] = []
-        rows = 0
-        while rows < self.batch_size:
+        drawn = 0
+        while drawn < rows or len(draws) < at_least:
             draws.append(self._draw(rng))
-            rows += draws[-1].rows
+            drawn += draws[-1].rows
         return draws
 
     def batch(self, batch_index: int) -> dict[str, torch.Tensor | int]:
