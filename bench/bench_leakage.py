@@ -22,8 +22,8 @@ import numpy as np
 from tsm.data.arrow import ArrowCorpus
 from tsm.data.competitions import build_all
 from tsm.data.synth import write_corpus
-from tsm.eval.benchmark import load_benchmark
-from tsm.eval.leakage import WINDOW, BenchmarkIndex, benchmark_series
+from tsm.eval.benchmark import benchmark_series, load_benchmark
+from tsm.eval.leakage import WINDOW, BenchmarkIndex
 
 REPO = Path(__file__).resolve().parents[1]
 

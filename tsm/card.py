@@ -17,13 +17,13 @@ from typing import Any
 import pandas as pd
 
 from tsm.atomic import write_text
+from tsm.eval.metrics import aggregate_relative
 from tsm.hub import is_hub_id
-from tsm.layout import MODEL_CONFIG
+from tsm.layout import MODEL_CONFIG, SEASONAL_NAIVE
 from tsm.provenance import RANDOM_INIT, read_provenance
 
 CARD_FILE = "README.md"
 LICENSE = "apache-2.0"  # Chronos-2's own license; a user pushing under another one edits the card
-BASELINE = "seasonal-naive"  # tsm evaluate's name for the baseline's rows
 TAGS = ["time series", "forecasting", "chronos-2", "foundation models", "tsm"]
 
 
@@ -87,14 +87,12 @@ def _training(provenance: dict[str, Any] | None) -> list[str]:
 
 def _scores(scores: pd.DataFrame) -> list[str]:
     """This model's rows; with seasonal naive's rows beside them, the ratios and their geometric mean."""
-    from tsm.eval.metrics import aggregate_relative
-
     models = scores["model"] if "model" in scores else pd.Series(["model"] * len(scores))
-    naive = scores[models == BASELINE].set_index("dataset")
-    own = scores[models != BASELINE]
+    naive = scores[models == SEASONAL_NAIVE].set_index("dataset")
+    own = scores[models != SEASONAL_NAIVE]
     if "model" in own and own["model"].nunique() > 1:
         raise ValueError(f"the scores hold several models ({', '.join(map(str, own['model'].unique()))}); give this "
-                         "model's CSV (and seasonal-naive.csv)")
+                         f"model's CSV (and {SEASONAL_NAIVE}.csv)")
     relative = not naive.empty and set(own["dataset"]) <= set(naive.index)
     has_regime = "regime" in own
     header = "| Dataset | WQL | MASE |" + (" WQL / naive | MASE / naive |" if relative else "") + (

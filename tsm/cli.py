@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from tsm.config import TsmError, add_train_arguments, config_from_args
+from tsm.layout import SEASONAL_NAIVE
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +50,7 @@ def _card(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from tsm.hub import push_model
+    from tsm.publish import push_model
 
     url = push_model(args.model, args.repo, private=args.private, revision=args.revision,
                      commit_message=args.message, scores_paths=args.scores, timeout=args.timeout)
@@ -61,7 +62,7 @@ def _add_hub_parsers(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("card", help="(re)write a model folder's README.md model card, with benchmark scores")
     c.add_argument("--model", required=True, help="a model folder (final-checkpoint, checkpoint-N)")
     c.add_argument("--scores", nargs="+",
-                   help="tsm evaluate CSVs: this model's (benchmark/stage2.csv) and optionally seasonal-naive.csv")
+                   help=f"tsm evaluate CSVs: this model's (benchmark/stage2.csv) and optionally {SEASONAL_NAIVE}.csv")
     c.add_argument("--name", help="the card's title (default: the stage)")
     c.set_defaults(func=_card)
     p = sub.add_parser("push", help="upload a model folder and its model card to the Hugging Face hub")
@@ -75,16 +76,24 @@ def _add_hub_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_push)
 
 
+def _benchmark_datasets(benchmark: str, default_repo: str) -> list:
+    """For `tsm data download --benchmark`: data sits below eval, which reads benchmark files, so the reader
+    is handed in from here (imported when used: it loads pandas and datasets)."""
+    from tsm.eval.benchmark_files import datasets_of_benchmark
+
+    return datasets_of_benchmark(benchmark, default_repo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsm", description="Train and evaluate Chronos-2 models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("launch", help="multi-node: start accelerate launch on this SLURM node (tsm launch --help)")
+    sub.add_parser("launch", help="start and supervise this node's training ranks, no torchelastic (tsm launch --help)")
     _add_train_parser(sub)
     from tsm.data.cli import add_data_parser
     from tsm.eval.cli import add_eval_parser
     from tsm.report.cli import add_report_parser
 
-    add_data_parser(sub)
+    add_data_parser(sub, benchmark_datasets=_benchmark_datasets)
     add_eval_parser(sub)
     add_report_parser(sub)
     _add_hub_parsers(sub)
@@ -102,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tsm launch: error: {exc}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(argv)
-    from tsm.launch import PREEMPTED_EXIT_CODE
+    from tsm.records import PREEMPTED_EXIT_CODE
     from tsm.train.reliability import Preempted
 
     try:

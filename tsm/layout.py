@@ -43,6 +43,9 @@ DATA_CHECKS = "data-checks"
 DATA_CHECK_REPORT = "report.json"
 DATA_CHECK_SUMMARY = "summary.txt"
 
+# The seasonal-naive baseline: its model rows in tsm evaluate's CSVs and its results file benchmark/seasonal-naive.csv
+SEASONAL_NAIVE = "seasonal-naive"
+
 
 def checkpoint_name(step: int) -> str:
     return f"{CHECKPOINT_PREFIX}{step}"

@@ -30,7 +30,8 @@ from typing import Any
 
 from tsm.atomic import write_json
 from tsm.config import TrainConfig
-from tsm.data.download import read_marker
+from tsm.data.arrow import ArrowCorpus
+from tsm.hub import read_download_marker
 from tsm.layout import PROVENANCE as PROVENANCE_FILE
 
 logger = logging.getLogger("tsm")
@@ -107,8 +108,6 @@ def _fingerprint_cached(path: str, key: tuple[tuple[str, int, int], ...],
 
 @lru_cache(maxsize=256)
 def _count_series(path: str, key: tuple[tuple[str, int, int], ...]) -> tuple[int, int]:
-    from tsm.data.arrow import ArrowCorpus
-
     corpus = ArrowCorpus(path)  # memory-mapped: lengths come from the list offsets, values are not read
     return len(corpus), int(corpus.lengths.sum())
 
@@ -121,7 +120,8 @@ def corpus_record(path: str | Path) -> dict[str, Any]:
     key = _state_key(resolved) if resolved.is_dir() else ()
     rows, observations = _count_series(str(resolved), key)
     record.update(rows=rows, observations=observations, **_fingerprint_of(resolved, key))  # one listing
-    marker = read_marker(resolved)  # a `tsm data download` folder: the hub dataset it holds (model cards cite it)
+    # A `tsm data download` folder: the hub dataset it holds (model cards cite it).
+    marker = read_download_marker(resolved)
     if marker and marker.get("repo"):
         record.update(hub_repo=marker["repo"], hub_config=marker.get("name"), hub_sha=marker.get("sha"))
     return record

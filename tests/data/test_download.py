@@ -17,15 +17,14 @@ import tsm.data.download as download_module
 from tests.conftest import REPO
 from tsm.data.arrow import ArrowCorpus, DataError
 from tsm.data.download import (
-    MARKER,
     HubDataset,
-    datasets_of_benchmark,
     download,
     download_dataset,
     is_complete,
     probe_hub,
     save_download,
 )
+from tsm.hub import DOWNLOAD_MARKER
 
 M4 = HubDataset("autogluon/chronos_datasets", "m4_hourly")
 
@@ -50,14 +49,14 @@ class FakeHub:
 # ------------------------------------------------------------------------------------ no network, fast
 def test_cli_fails_fast_when_the_endpoint_port_is_closed(tmp_path):
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}
-    began = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "tsm.cli", "data", "download", "--root", str(tmp_path / "root"),
                              "--benchmark", str(REPO / "config/benchmarks/lite.yaml")],
-                            env=env, capture_output=True, text=True, timeout=60)
-    assert time.monotonic() - began < 15  # interpreter start and imports included; the probe itself ~0.1 s
+                            env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = result.stderr
     assert "could not reach the Hugging Face hub at http://127.0.0.1:9" in message
+    # fast on any machine: it stops at the refusal itself, not after waiting out the probe's deadline
+    assert "Connection refused" in message and "no answer within" not in message
     assert "tsm data synth" in message and "tsm data build-offline" in message and "HTTPS_PROXY" in message
     assert not (tmp_path / "root").exists()
 
@@ -71,11 +70,18 @@ def test_https_proxy_is_honoured(tmp_path):
     assert "through proxy http://127.0.0.1:9" in result.stderr and "Connection refused" in result.stderr
 
 
+def probe_deadline(timeout: float) -> float:
+    """The longest a probe with `timeout` may take, generously: its deadline (the timeout plus a second of grace,
+    for a DNS lookup that ignores socket timeouts) twice over. Waiting is not computing, so a slower machine
+    barely moves it."""
+    return 2 * (timeout + 1.0)
+
+
 def test_unresolvable_host_fails_fast():
     began = time.monotonic()
     with pytest.raises(DataError, match="could not reach the Hugging Face hub at https://no-such-host.invalid"):
-        probe_hub(M4.repo, endpoint="https://no-such-host.invalid", timeout=3)
-    assert time.monotonic() - began < 5
+        probe_hub(M4.repo, endpoint="https://no-such-host.invalid", timeout=1)
+    assert time.monotonic() - began < probe_deadline(1)
 
 
 def test_a_server_that_never_answers_is_given_up_on_after_the_timeout():
@@ -85,7 +91,7 @@ def test_a_server_that_never_answers_is_given_up_on_after_the_timeout():
         began = time.monotonic()
         with pytest.raises(DataError, match="could not reach"):
             probe_hub(M4.repo, endpoint=f"http://127.0.0.1:{server.getsockname()[1]}", timeout=1)
-        assert time.monotonic() - began < 4
+        assert 1 <= time.monotonic() - began < probe_deadline(1)  # it waited for the answer, then gave up
 
 
 def test_hf_endpoint_from_the_environment_is_honoured(monkeypatch):
@@ -103,7 +109,7 @@ def test_hub_offline_mode_is_named(monkeypatch):
 # ------------------------------------------------------------------------------------ save and marker
 def test_save_download_writes_a_loadable_folder_and_the_marker_last(tmp_path):
     folder = save_download(_local_dataset(), tmp_path / "m4_hourly", M4, sha="abc123")
-    marker = json.loads((folder / MARKER).read_text())
+    marker = json.loads((folder / DOWNLOAD_MARKER).read_text())
     assert marker["repo"] == M4.repo and marker["name"] == "m4_hourly" and marker["num_rows"] == 5
     assert marker["sha"] == "abc123" and set(marker["files"]) >= {"dataset_info.json", "state.json"}
     assert is_complete(folder, M4)
@@ -118,9 +124,9 @@ def test_save_download_writes_a_loadable_folder_and_the_marker_last(tmp_path):
 def test_half_written_downloads_never_look_complete(tmp_path, damage):
     folder = save_download(_local_dataset(), tmp_path / "m4_hourly", M4)
     if damage == "no marker":
-        (folder / MARKER).unlink()
+        (folder / DOWNLOAD_MARKER).unlink()
     elif damage == "truncated marker":
-        (folder / MARKER).write_text((folder / MARKER).read_text()[:30])
+        (folder / DOWNLOAD_MARKER).write_text((folder / DOWNLOAD_MARKER).read_text()[:30])
     else:
         next(folder.glob("*.arrow")).unlink()
     assert not is_complete(folder, M4)
@@ -161,14 +167,6 @@ def test_download_fetches_what_is_missing_and_probes_each_repo_once(tmp_path, mo
     status = download(wanted, tmp_path, load=hub)
     assert status == {"m4_hourly": "already complete", "nn5": "downloaded", "solar": "downloaded"}
     assert hub.calls == ["nn5", "solar"] and probes == [M4.repo, "autogluon/chronos_datasets_extra"]
-    assert json.loads((tmp_path / "nn5" / MARKER).read_text())["sha"] == "sha1"
+    assert json.loads((tmp_path / "nn5" / DOWNLOAD_MARKER).read_text())["sha"] == "sha1"
     assert download(wanted, tmp_path, load=hub) == dict.fromkeys(status, "already complete")
     assert hub.calls == ["nn5", "solar"]
-
-
-def test_benchmark_files_name_repo_and_dataset():
-    wanted = datasets_of_benchmark(REPO / "config/benchmarks/lite.yaml")
-    assert [d.name for d in wanted] == ["m4_hourly", "m4_monthly", "monash_weather", "nn5", "exchange_rate"]
-    assert {d.repo for d in wanted} == {"autogluon/chronos_datasets"}
-    with pytest.raises(DataError, match="does not exist"):
-        datasets_of_benchmark(REPO / "config/benchmarks/nope.yaml")

@@ -169,7 +169,7 @@ def test_the_series_check_sets_trained_on_this_dataset(setup, tmp_path):
     assert trained["synthetic_covariate"] and not trained["monash_m3_monthly"]
     reason = results.set_index("dataset").loc["synthetic_covariate", "regime_reason"]
     assert "2 of 4 series (50.0%)" in reason and "'renamed'" in reason
-    from tsm.eval.leakage import find_leakage  # `tsm leakage` on the fev task file finds the same
+    from tsm.eval.benchmark_files import find_leakage  # `tsm leakage` on the fev task file finds the same
 
     found = {r.name: r for r in find_leakage(setup["tasks"], setup["root"], [copies])}
     assert found["synthetic_covariate"].found_history == {0, 1} and found["monash_m3_monthly"].found == 0
@@ -191,12 +191,16 @@ def test_the_series_check_sets_trained_on_this_dataset(setup, tmp_path):
     assert plain["training_corpus_overlap"] == pytest.approx(1 / 5)
 
 
-def test_bad_task_files_and_missing_data_get_clear_errors(setup, tmp_path):
+def test_a_bad_task_file_names_the_file_the_task_and_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"tasks": [{"dataset_path": "x", "dataset_config": "y", "horizon": 4,
                                               "horizn": 5}]}))
     with pytest.raises(ValueError, match=r"bad.yaml: tasks\[0\] \(y\): not a valid fev task: .*horizn"):
-        load_fev_tasks(bad, setup["root"])
+        load_fev_tasks(bad, tmp_path)
+
+
+@pytest.mark.e2e  # `tsm evaluate` in a process of its own, with the hub switched off
+def test_missing_data_without_a_hub_says_how_to_fetch_it(setup, tmp_path):
     missing = tmp_path / "missing.yaml"
     missing.write_text(yaml.safe_dump({"tasks": [{**setup["definitions"][0], "dataset_config": "monash_m4_hourly"}]}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -208,6 +212,7 @@ def test_bad_task_files_and_missing_data_get_clear_errors(setup, tmp_path):
     assert "monash_m4_hourly" in result.stderr and f"tsm data download --benchmark {missing}" in result.stderr
 
 
+@pytest.mark.e2e  # the whole `tsm evaluate` command in a process of its own
 def test_evaluate_command_writes_fev_summaries_and_a_leaderboard_beside_published_results(setup, tmp_path):
     output = tmp_path / "eval" / "scores.csv"
     reference = sorted((REPO / "config/benchmarks/fev/published").glob("chronos_zeroshot-*.csv"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +11,12 @@ import pytest
 import yaml
 
 from tests.conftest import random_walks, write_corpus
+from tsm.cli import main
 from tsm.data.arrow import ArrowCorpus
 from tsm.data.competitions import build_competition_dataset
-from tsm.eval.benchmark import load_benchmark
-from tsm.eval.leakage import BenchmarkIndex, benchmark_series, find_leakage, run_hashes
+from tsm.eval.benchmark import benchmark_series, load_benchmark
+from tsm.eval.benchmark_files import find_leakage
+from tsm.eval.leakage import BenchmarkIndex, run_hashes
 
 BENCHMARK = {"name": "two", "datasets": [
     {"name": "monash_m3_yearly", "offset": -6, "prediction_length": 6, "num_rolls": 1, "freq": "Y"},
@@ -67,8 +67,8 @@ def test_a_corpus_with_30_percent_of_a_benchmarks_series_is_found_as_30_percent(
             for i in converted for t, v in zip(pd.date_range("1990-01-01", periods=len(monthly[i][0]), freq="MS"),
                                                monthly[i][0], strict=True)]
     pd.DataFrame(rows).to_csv(tmp_path / "long.csv", index=False)
-    subprocess.run([sys.executable, "-m", "tsm.cli", "data", "convert", "--input", str(tmp_path / "long.csv"),
-                    "--output", str(tmp_path / "converted"), "--dtype", "float64"], check=True, capture_output=True)
+    assert main(["data", "convert", "--input", str(tmp_path / "long.csv"), "--output", str(tmp_path / "converted"),
+                 "--dtype", "float64"]) == 0
     # Truncated before the test window: the history only.
     write_corpus(tmp_path / "truncated", [monthly[i][0][: monthly[i][1]] for i in truncated])
 
@@ -127,21 +127,20 @@ def test_evaluate_marks_a_dataset_whose_series_the_model_was_trained_on(m3_bench
     assert unchecked[str(model)]["monash_m3_monthly"].regime == "zero-shot"
 
 
-def test_leakage_command_prints_and_writes_the_share_per_dataset(m3_benchmark, tmp_path):
+def test_leakage_command_prints_and_writes_the_share_per_dataset(m3_benchmark, tmp_path, capsys):
     path, root = m3_benchmark
     yearly = benchmark_series(next(d for d in load_benchmark(path) if d.name == "monash_m3_yearly"), root)
     corpus = write_corpus(tmp_path / "c", [values for values, _ in yearly[:64]] + random_walks(50, 40, 80))
-    result = subprocess.run([sys.executable, "-m", "tsm.cli", "leakage", "--benchmark", str(path), "--datasets-root",
-                             str(root), "--corpus", str(corpus), "--output", str(tmp_path / "leak.json")],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert main(["leakage", "--benchmark", str(path), "--datasets-root", str(root), "--corpus", str(corpus),
+                 "--output", str(tmp_path / "leak.json")]) == 0
+    printed = capsys.readouterr().out
     found = {r["dataset"]: r for r in json.loads((tmp_path / "leak.json").read_text())}
     expected = BenchmarkIndex({"y": yearly})
     expected.scan(ArrowCorpus(corpus))
     assert found["monash_m3_yearly"]["found"] == expected.results[0].found >= 64
     assert found["monash_m3_yearly"]["corpora"] == {"c": expected.results[0].found}
     assert found["monash_m3_monthly"]["found"] == 0
-    assert f"monash_m3_yearly: {expected.results[0].found} of {len(yearly)} series" in result.stdout
-    missing = subprocess.run([sys.executable, "-m", "tsm.cli", "leakage", "--benchmark", str(path), "--datasets-root",
-                              str(root), "--corpus", str(tmp_path / "nope")], capture_output=True, text=True)
-    assert missing.returncode == 2 and "nope does not exist" in missing.stderr
+    assert f"monash_m3_yearly: {expected.results[0].found} of {len(yearly)} series" in printed
+    assert main(["leakage", "--benchmark", str(path), "--datasets-root", str(root), "--corpus",
+                 str(tmp_path / "nope")]) == 2
+    assert "nope does not exist" in capsys.readouterr().err

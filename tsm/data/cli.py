@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tsm.data.download import HubDataset
 
 logger = logging.getLogger("tsm")
 HIDDEN = ("validate",)  # old command names that still work, left out of the help
+
+# (benchmark file, default hub repo) -> its hub datasets. Benchmark files are read by tsm.eval, which sits above
+# tsm.data: the `tsm` command (tsm/cli.py) hands the reader in, so `tsm data download --benchmark` works and
+# data still never imports eval.
+BenchmarkDatasets = Callable[[str, str], "list[HubDataset]"]
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -76,11 +86,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     from tsm.data.arrow import DataError
-    from tsm.data.download import HubDataset, datasets_of_benchmark, download
+    from tsm.data.download import HubDataset, download
 
     wanted = [HubDataset(args.repo, name, args.revision) for name in args.dataset or []]
     for benchmark in args.benchmark or []:
-        wanted += [d for d in datasets_of_benchmark(benchmark, args.repo) if d not in wanted]
+        wanted += [d for d in args.benchmark_datasets(benchmark, args.repo) if d not in wanted]
     if not wanted:
         raise DataError("nothing to download: pass --dataset NAME [NAME ...] and/or --benchmark FILE")
     status = download(wanted, args.root, force=args.force, probe_timeout=args.timeout)
@@ -98,7 +108,7 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_check)
 
 
-def _add_check_parsers(data_sub: argparse._SubParsersAction) -> None:
+def _add_check_parsers(data_sub: argparse._SubParsersAction, benchmark_datasets: BenchmarkDatasets) -> None:
     """check (and its hidden old name, validate), convert, download."""
     _add_check_arguments(data_sub.add_parser(
         "check", help="data checks: schema, lengths, NaN/inf, covariates -> JSON report",
@@ -128,10 +138,11 @@ def _add_check_parsers(data_sub: argparse._SubParsersAction) -> None:
     d.add_argument("--revision", help="hub revision (commit, tag or branch) for --dataset, for reproducibility")
     d.add_argument("--force", action="store_true", help="fetch again even when complete")
     d.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub before giving up")
-    d.set_defaults(func=_download)
+    d.set_defaults(func=_download, benchmark_datasets=benchmark_datasets)
 
 
-def add_data_parser(sub: argparse._SubParsersAction) -> None:
+def add_data_parser(sub: argparse._SubParsersAction, benchmark_datasets: BenchmarkDatasets) -> None:
+    """`tsm data ...`; `benchmark_datasets` lists a benchmark file's hub datasets (tsm.eval.benchmark_files)."""
     data = sub.add_parser("data", help="build, fetch and check datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     s = data_sub.add_parser("synth", help="write a synthetic training corpus (Arrow, datasets format)")
@@ -163,5 +174,5 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--root", required=True, help="datasets root: one folder per dataset is written here")
     b.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: all nine)")
     b.set_defaults(func=_build_offline)
-    _add_check_parsers(data_sub)
+    _add_check_parsers(data_sub, benchmark_datasets)
     data_sub.metavar = "{" + ",".join(name for name in data_sub.choices if name not in HIDDEN) + "}"

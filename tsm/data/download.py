@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ from pathlib import Path
 
 from tsm.data.arrow import DataError
 from tsm.data.writer import save_atomically
+from tsm.hub import DOWNLOAD_MARKER, hub_endpoint, hub_offline, read_download_marker, run_with_deadline
 
-MARKER = "tsm_download.json"
 DEFAULT_REPO = "autogluon/chronos_datasets"
 PROBE_TIMEOUT_S = 5.0
 
@@ -41,25 +40,10 @@ class HubDataset:
     revision: str | None = None
 
 
-def hub_endpoint() -> str:
-    """The endpoint huggingface_hub will use: HF_ENDPOINT if set, else its default."""
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-
-
 # ------------------------------------------------------------------------------------------- markers
-def read_marker(folder: str | Path) -> dict | None:
-    try:
-        marker = json.loads((Path(folder) / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
 def is_complete(folder: str | Path, dataset: HubDataset) -> bool:
     """True only for a folder this tool finished writing, for the same repo, name (and revision if given)."""
-    marker = read_marker(folder)
+    marker = read_download_marker(folder)
     if marker is None or marker.get("repo") != dataset.repo or marker.get("name") != dataset.name:
         return False
     if dataset.revision is not None and dataset.revision not in (marker.get("revision"), marker.get("sha")):
@@ -81,31 +65,12 @@ def save_download(ds, folder: str | Path, dataset: HubDataset, sha: str | None =
     def write_marker(temporary: Path) -> None:
         # Last file written, and it lists the files it vouches for: a folder missing any is incomplete.
         marker["files"] = sorted(p.name for p in temporary.iterdir())
-        (temporary / MARKER).write_text(json.dumps(marker, indent=2))
+        (temporary / DOWNLOAD_MARKER).write_text(json.dumps(marker, indent=2))
 
     return save_atomically(ds, folder, finish=write_marker)
 
 
 # ------------------------------------------------------------------------------------------- network
-def _run_with_deadline(fn: Callable[[], object], seconds: float) -> tuple[bool, object]:
-    """Run fn in a daemon thread; (finished, result or exception). DNS lookups ignore socket timeouts,
-    so only a thread with a deadline bounds every way a probe can hang."""
-    box: dict = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller to classify
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        return False, None
-    return True, box.get("error", box.get("result"))
-
-
 def probe_hub(repo: str, endpoint: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """Check that `repo` is reachable on the hub within `timeout` seconds; returns its commit sha.
 
@@ -115,12 +80,12 @@ def probe_hub(repo: str, endpoint: str | None = None, timeout: float = PROBE_TIM
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     endpoint = endpoint or hub_endpoint()
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         raise DataError(f"HF_HUB_OFFLINE is set, so {repo} cannot be fetched; unset it to download. {OFFLINE_HELP}")
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
     via = f" through proxy {proxy}" if proxy else ""
     began = time.monotonic()
-    finished, outcome = _run_with_deadline(
+    finished, outcome = run_with_deadline(
         lambda: HfApi(endpoint=endpoint).dataset_info(repo, timeout=timeout), timeout + 1.0)
     if not finished:
         raise DataError(f"could not reach the Hugging Face hub at {endpoint}{via}: no answer within {timeout:.0f} s "
@@ -160,23 +125,6 @@ def download_dataset(dataset: HubDataset, root: str | Path, force: bool = False,
     if hasattr(ds, "keys") and "train" in ds:  # a DatasetDict from a custom loader: keep the train split
         ds = ds["train"]
     return save_download(ds, folder, dataset, sha=sha), True
-
-
-def datasets_of_benchmark(path: str | Path, default_repo: str = DEFAULT_REPO) -> list[HubDataset]:
-    """The hub datasets of a tsm benchmark file, or of a fev task file (its tasks' dataset_path and
-    dataset_config; tasks that read a file of their own have nothing to download)."""
-    from tsm.eval.benchmark import load_benchmark
-    from tsm.eval.fev_tasks import is_fev_benchmark, read_task_definitions
-
-    try:
-        if is_fev_benchmark(path):
-            wanted = [HubDataset(t["dataset_path"], t["dataset_config"])
-                      for t in read_task_definitions(path) if t.get("dataset_config")]
-            return list(dict.fromkeys(wanted))
-        entries = load_benchmark(path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise DataError(str(exc)) from None
-    return [HubDataset(entry.hf_repo or default_repo, entry.name) for entry in entries]
 
 
 def download(wanted: Sequence[HubDataset], root: str | Path, force: bool = False,

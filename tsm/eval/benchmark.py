@@ -15,7 +15,6 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from tsm.eval.leakage import benchmark_series_of
 from tsm.eval.metrics import (
     QUANTILE_LEVELS,
     aggregate_relative,
@@ -25,11 +24,12 @@ from tsm.eval.metrics import (
     wql,
 )
 from tsm.eval.regime import IN_DOMAIN, model_regimes
+from tsm.eval.series import read_series, read_table
 from tsm.hub import is_local_model
+from tsm.layout import SEASONAL_NAIVE
 
 logger = logging.getLogger("tsm")
 
-SEASONAL_NAIVE = "seasonal-naive"
 RESULT_COLUMNS = ["dataset", "model", "MASE", "WQL"]
 # What `evaluate` (and `tsm evaluate`'s CSV) adds: in-domain / zero-shot per row, and why (tsm.eval.regime).
 REGIME_COLUMNS = ["regime", "regime_reason"]
@@ -191,8 +191,8 @@ def load_windows(dataset: BenchmarkDataset, datasets_root: str | Path) -> Foreca
     folder = root / dataset.name
     if not folder.exists():
         raise FileNotFoundError(missing_dataset_message(dataset, root))
-    table = _read_table(folder)
-    series = _read_series(table, folder)
+    table = read_table(folder)
+    series = read_series(table, folder)
     seasonality = _resolve_seasonality(dataset, table, folder)
 
     contexts, future, skipped = [], [], 0
@@ -212,55 +212,18 @@ def load_windows(dataset: BenchmarkDataset, datasets_root: str | Path) -> Foreca
     return ForecastWindows(contexts, np.stack(future), seasonality, skipped)
 
 
-def _read_table(folder: Path):
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(folder))
-    except (FileNotFoundError, ValueError) as error:
-        raise ValueError(
-            f"{folder} is not a saved `datasets` folder ({error}); rebuild it with `tsm data ...`"
-        ) from error
-    if isinstance(loaded, datasets.DatasetDict):
-        split = "train" if "train" in loaded else next(iter(loaded))
-        loaded = loaded[split]
-    # Arrow view of the memory-mapped files: no per-row Python conversion.
-    return loaded.with_format("arrow")[:]
+def benchmark_series(dataset: BenchmarkDataset, datasets_root: str | Path) -> list[tuple[np.ndarray, int]]:
+    """[(values, test start)] of one benchmark dataset, read and cut as `load_windows` does: the test region
+    (the steps the benchmark scores) is values[test start:]. What tsm.eval.leakage's index takes."""
+    folder = Path(datasets_root) / dataset.name
+    series = read_series(read_table(folder), folder)
+    return [(values, max(len(values) + dataset.offset, 0)) for values in series]
 
 
-def _read_series(table, folder: Path) -> list[np.ndarray]:
-    """Every numeric list column but `timestamp` holds one univariate series per row (the Chronos
-    script's `to_gluonts_univariate`); series are ordered row by row."""
-    import pyarrow.types as pat
-
-    columns = []
-    for field in table.schema:
-        list_like = pat.is_list(field.type) or pat.is_large_list(field.type)
-        if field.name == "timestamp" or not list_like:
-            continue
-        if not (pat.is_floating(field.type.value_type) or pat.is_integer(field.type.value_type)):
-            raise ValueError(
-                f"{folder}: column '{field.name}' holds {field.type.value_type} lists; benchmark datasets "
-                f"need numeric univariate series (a list of numbers per row)"
-            )
-        columns.append(_column_to_arrays(table.column(field.name)))
-    if not columns:
-        raise ValueError(f"{folder}: no series column (a list of numbers per row, e.g. 'target') found")
-    return [column[row] for row in range(len(columns[0])) for column in columns]
-
-
-def _column_to_arrays(column, as_float: bool = True) -> list[np.ndarray]:
-    """Zero-copy views into the memory-mapped values where the stored type allows (float without
-    nulls), by slicing the flat values with the list offsets: no Python object per value. `as_float`:
-    other value types become float64 (as_float=False keeps them, e.g. datetime64 timestamps)."""
-    arrays: list[np.ndarray] = []
-    for chunk in column.chunks:
-        offsets = chunk.offsets.to_numpy()
-        values = chunk.values.to_numpy(zero_copy_only=False)  # nulls become NaN
-        if as_float and not np.issubdtype(values.dtype, np.floating):
-            values = values.astype(np.float64)
-        arrays.extend(values[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True))
-    return arrays
+def benchmark_series_of(datasets: Sequence[BenchmarkDataset],
+                        datasets_root: str | Path) -> dict[str, list[tuple[np.ndarray, int]]]:
+    """{name: [(values, test start)]} of a tsm benchmark's datasets (tsm.eval.regime's series check)."""
+    return {dataset.name: benchmark_series(dataset, datasets_root) for dataset in datasets}
 
 
 def _resolve_seasonality(dataset: BenchmarkDataset, table, folder: Path) -> int:

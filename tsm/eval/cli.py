@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from tsm.config import TsmError
+from tsm.layout import SEASONAL_NAIVE
 
 DEFAULT_REFERENCE = "config/benchmarks/fev/published"  # published fev summaries shipped with tsm (Apache-2.0)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tsm.eval.benchmark import SEASONAL_NAIVE, evaluate, relative_scores, summary_table
+    from tsm.eval.benchmark import evaluate, relative_scores, summary_table
     from tsm.eval.fev_tasks import evaluate_fev, is_fev_benchmark
 
     models = list(dict.fromkeys(args.model))  # keep order, drop repeats
@@ -48,7 +49,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _leaderboard(args: argparse.Namespace, results, summaries, models: list[str]):
     """fev's win rate and skill score against the seasonal naive baseline, with published models joining
     a fev benchmark's tasks; None when there is nothing to rank."""
-    from tsm.eval.benchmark import SEASONAL_NAIVE, metric_columns
+    from tsm.eval.benchmark import metric_columns
     from tsm.eval.leaderboard import format_leaderboard, leaderboard, read_reference, summaries_from_results
 
     reference = None
@@ -82,7 +83,7 @@ def _leakage(args: argparse.Namespace) -> int:
     import json
 
     from tsm.data.arrow import DataError
-    from tsm.eval.leakage import find_leakage
+    from tsm.eval.benchmark_files import find_leakage
 
     try:
         results = find_leakage(args.benchmark, args.datasets_root, args.corpus)
@@ -103,10 +104,10 @@ def _leakage(args: argparse.Namespace) -> int:
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score models on a benchmark (WQL, MASE)",
                        description="Forecast each benchmark dataset's windows and score WQL and MASE as the "
-                                   "Chronos papers do; with seasonal-naive among the models, also write the "
+                                   f"Chronos papers do; with {SEASONAL_NAIVE} among the models, also write the "
                                    "aggregate relative scores (<output>-relative.csv).")
     p.add_argument("--model", action="append", required=True,
-                   help="a Chronos-2 checkpoint folder, a hub id, or 'seasonal-naive' (repeat to compare)")
+                   help=f"a Chronos-2 checkpoint folder, a hub id, or '{SEASONAL_NAIVE}' (repeat to compare)")
     p.add_argument("--benchmark", required=True,
                    help="tsm benchmark definition (config/benchmarks/lite-offline.yaml) or fev task file "
                         "(config/benchmarks/fev/fev-bench.yaml, run through fev)")
@@ -124,7 +125,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                         "<name>-leaderboard.csv (win rate, skill score) and, for fev tasks, <name>-fev-summaries.csv")
     p.add_argument("--leakage-imputation-model", metavar="MODEL",
                    help="in the leaderboard, replace a model's score on a task it was trained on (regime in-domain) "
-                        "by this zero-shot model's, as fev does (e.g. seasonal-naive)")
+                        f"by this zero-shot model's, as fev does (e.g. {SEASONAL_NAIVE})")
     p.add_argument("--no-series-check", action="store_true",
                    help="skip searching the model's training corpora for the benchmark's series (tsm leakage); "
                         "it reads the corpora once, ~28M values/s")

@@ -28,8 +28,13 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from tsm.data.arrow import DataError
+from tsm.data.download import probe_hub
+from tsm.eval.benchmark import load_pipeline, metric_columns
 from tsm.eval.metrics import seasonal_naive
 from tsm.eval.regime import IN_DOMAIN, model_regimes
+from tsm.eval.series import column_to_arrays
+from tsm.layout import SEASONAL_NAIVE
 
 
 @dataclass
@@ -122,9 +127,6 @@ def load_fev_tasks(path: str | Path, datasets_root: str | Path) -> list[FevTask]
 
 def check_sources(tasks: Sequence[FevTask], benchmark: str | Path, datasets_root: str | Path) -> None:
     """Tasks not under the datasets root come from the hub: probe it once per repo, failing in seconds."""
-    from tsm.data.arrow import DataError
-    from tsm.data.download import probe_hub
-
     remote = [t for t in tasks if not t.local]
     for repo in dict.fromkeys(t.definition["dataset_path"] for t in remote if t.definition.get("dataset_config")):
         try:
@@ -184,18 +186,16 @@ def metric_names(task) -> list[str]:
 
 def task_series(fev_task: FevTask) -> list[tuple[np.ndarray, int]]:
     """[(values, first scored step)] of every target series of a task (tsm.eval.leakage's index)."""
-    from tsm.eval.benchmark import _column_to_arrays
-
     task = fev_task.task
     table = task.load_full_dataset().data.table
     cutoff = task.cutoffs[0]
     if isinstance(cutoff, str):  # past data ends at the cutoff timestamp, included
         moment = np.datetime64(pd.Timestamp(cutoff))
         starts = [int(np.searchsorted(stamps, moment, side="right"))
-                  for stamps in _column_to_arrays(table.column(task.timestamp_column), as_float=False)]
+                  for stamps in column_to_arrays(table.column(task.timestamp_column), as_float=False)]
     series = []
     for column in task.target_columns:
-        for row, values in enumerate(_column_to_arrays(table.column(column))):
+        for row, values in enumerate(column_to_arrays(table.column(column))):
             if isinstance(cutoff, str):
                 start = starts[row]
             else:
@@ -218,8 +218,6 @@ def evaluate_fev(
     Returns (results, summaries): results has tsm's columns (dataset = task name, model, one column per
     metric of the tasks, regime, regime_reason); summaries are fev's own rows (fev.leaderboard reads them).
     """
-    from tsm.eval.benchmark import SEASONAL_NAIVE, load_pipeline, metric_columns
-
     if not models:
         raise ValueError(f"no model to evaluate: give checkpoint folders and/or '{SEASONAL_NAIVE}'")
     tasks = load_fev_tasks(benchmark, datasets_root)

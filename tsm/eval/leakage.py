@@ -15,7 +15,6 @@ vectorised pass per chunk; runs that straddle two series are hashed too, and mat
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,36 +158,3 @@ class BenchmarkIndex:
             result = self.results[int(d)]
             (result.found_test if test else result.found_history).add(int(s))
             result.in_corpus.setdefault(corpus, set()).add(int(s))
-
-
-def benchmark_series(dataset, datasets_root: str | Path) -> list[tuple[np.ndarray, int]]:
-    """[(values, test start)] of one benchmark dataset, as tsm.eval.benchmark reads and cuts it."""
-    from tsm.eval.benchmark import _read_series, _read_table
-
-    folder = Path(datasets_root) / dataset.name
-    series = _read_series(_read_table(folder), folder)
-    return [(values, max(len(values) + dataset.offset, 0)) for values in series]
-
-
-def benchmark_series_of(datasets: Sequence, datasets_root: str | Path) -> dict[str, list[tuple[np.ndarray, int]]]:
-    """{name: [(values, test start)]} of a tsm benchmark's datasets (tsm.eval.regime's series check)."""
-    return {dataset.name: benchmark_series(dataset, datasets_root) for dataset in datasets}
-
-
-def find_leakage(benchmark: str | Path, datasets_root: str | Path, corpora: Sequence[str | Path],
-                 window: int = WINDOW) -> list[DatasetLeakage]:
-    """Per dataset of `benchmark` (a tsm benchmark or a fev task file), its series found in `corpora`
-    (history or test region)."""
-    from tsm.eval.benchmark import load_benchmark
-    from tsm.eval.fev_tasks import check_sources, is_fev_benchmark, load_fev_tasks, task_series
-
-    if is_fev_benchmark(benchmark):
-        tasks = load_fev_tasks(benchmark, datasets_root)
-        check_sources(tasks, benchmark, datasets_root)
-        series = {task.name: task_series(task) for task in tasks}
-    else:
-        series = benchmark_series_of(load_benchmark(benchmark), datasets_root)
-    index = BenchmarkIndex(series, window)
-    for path in corpora:
-        index.scan(ArrowCorpus(path))
-    return index.results

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tsm.layout import SEASONAL_NAIVE
+
 QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 # Seasonality of one period of each base frequency, as gluonts' DEFAULT_SEASONALITIES (which the
@@ -174,7 +176,7 @@ def aggregate_relative(model_scores: Mapping[str, float], baseline_scores: Mappi
     if missing:
         raise ValueError(
             f"the baseline has no score for dataset(s) {', '.join(missing)}; evaluate the baseline on the "
-            f"same benchmark (e.g. add --model seasonal-naive)"
+            f"same benchmark (e.g. add --model {SEASONAL_NAIVE})"
         )
     ratios = np.array([model_scores[name] / baseline_scores[name] for name in model_scores], dtype=np.float64)
     with np.errstate(divide="ignore"):

@@ -21,6 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tsm.data.arrow import ArrowCorpus, DataError
+from tsm.eval.leakage import BenchmarkIndex
+from tsm.layout import SEASONAL_NAIVE
+from tsm.provenance import fingerprint, read_provenance, training_corpora
+
 logger = logging.getLogger("tsm")
 
 IN_DOMAIN = "in-domain"
@@ -39,8 +44,6 @@ class Regime:
 
 def dataset_fingerprint(datasets_root: str | Path, name: str) -> str | None:
     """The content fingerprint of a benchmark dataset folder (None when it is not on disk or cannot be read)."""
-    from tsm.provenance import fingerprint
-
     if not (Path(datasets_root) / name).is_dir():  # e.g. a fev task read from the hub
         return None
     try:
@@ -71,9 +74,6 @@ def match(corpora: Sequence[dict], name: str, fingerprint: str | None) -> Regime
 def _series_leakage(series_of: SeriesOf, corpora: Sequence[dict], cache: dict) -> dict[str, str]:
     """{dataset: reason} for the datasets whose series the model's corpora on disk hold (one scan per set of
     corpora: a stage and the stage it started from share theirs)."""
-    from tsm.data.arrow import ArrowCorpus, DataError
-    from tsm.eval.leakage import BenchmarkIndex
-
     paths = tuple(dict.fromkeys(str(c["path"]) for c in corpora if c.get("path") and Path(c["path"]).is_dir()))
     if not paths:
         return {}
@@ -93,9 +93,6 @@ def model_regimes(models: Sequence[str], dataset_names: Sequence[str], datasets_
     """{model: {dataset: Regime}} for the models of one evaluation; in-domain findings are logged.
     `series_of` returns {dataset: [(values, test start)]} (tsm.eval.leakage): with it, the model's corpora are
     also searched for the datasets' series."""
-    from tsm.eval.benchmark import SEASONAL_NAIVE
-    from tsm.provenance import read_provenance, training_corpora
-
     fingerprints: dict[str, str | None] = {}  # benchmark datasets are hashed only if some model needs it
     scans: dict = {}
     # The benchmark's series are read once, and only if some model's corpora are on disk.

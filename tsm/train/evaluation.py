@@ -18,7 +18,6 @@ from accelerate.utils import gather_object
 
 from tsm.config import ConfigError, TrainConfig
 from tsm.eval.benchmark import (
-    SEASONAL_NAIVE,
     check_datasets_exist,
     evaluate_forecasters,
     load_benchmark,
@@ -26,6 +25,7 @@ from tsm.eval.benchmark import (
     seasonal_naive_forecaster,
 )
 from tsm.eval.metrics import aggregate_relative
+from tsm.layout import SEASONAL_NAIVE
 
 logger = logging.getLogger("tsm")
 
