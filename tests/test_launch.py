@@ -17,13 +17,22 @@ from tsm.config import TsmError
 from tsm.launch import (
     Geometry,
     combined_exit_status,
+    finished_run_folder,
+    main,
     main_port,
     map_mpi_environment,
     rank_environment,
     requeue,
+    run_progress,
     slurm_geometry,
 )
-from tsm.records import TrainingSummary
+from tsm.records import (
+    PREEMPTED_EXIT_CODE,
+    Leg,
+    TrainingSummary,
+    park_final_checkpoint,
+    restore_parked_final_checkpoint,
+)
 
 
 @pytest.fixture
@@ -94,6 +103,29 @@ def test_slurm_errors(fake_scontrol, env, fragment):
 ])
 def test_combined_exit_status(statuses, expected):
     assert combined_exit_status(statuses) == expected
+    assert PREEMPTED_EXIT_CODE == 75  # the trainer's status for "preempted, checkpoint written" (tsm.records)
+
+
+def test_the_help_says_what_the_launcher_starts(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "no torchelastic" in text and f"{PREEMPTED_EXIT_CODE} when it stopped at a signal" in text
+    assert "29500 + job id % 10000" in text  # argparse's %-formatting once broke --help here
+
+
+def test_the_leg_state_is_read_from_the_runs_training_summary(tmp_path):
+    """What tsm launch asks between legs, answered from the run folder named by the training arguments."""
+    out = tmp_path / "run"
+    train_args = ["--config", str(TEST_CONFIG), "--output-dir", str(out)]
+    assert finished_run_folder(train_args) is None and run_progress(train_args) is None  # no summary yet
+    running = Leg("2030-01-02T03:04:05+00:00", "2030-01-02T03:05:05+00:00", 6, 6, 1.0, "running")
+    TrainingSummary(max_steps=12, legs=[running]).write(out)
+    assert finished_run_folder(train_args) is None and run_progress(train_args) == (6, 6)
+    TrainingSummary(max_steps=12, legs=[Leg(**{**vars(running), "last_step": 12, "status": "finished"})]).write(out)
+    assert finished_run_folder(train_args) == out and run_progress(train_args) == (6, 12)
+    assert finished_run_folder(["--config", str(tmp_path / "missing.yaml")]) is None  # the ranks will say why
 
 
 def run_supervisor(tmp_path: Path, ranks: list[str], grace: float = 30.0) -> subprocess.Popen:
@@ -113,6 +145,7 @@ CHECKPOINTING_RANK = ("import signal, sys, time, pathlib; stop = []; "
                       "pathlib.Path('saved-{r}').touch(); sys.exit(75)")
 
 
+@pytest.mark.e2e
 def test_the_signal_reaches_every_rank_and_the_launcher_waits_for_their_checkpoint(tmp_path):
     proc = run_supervisor(tmp_path, [CHECKPOINTING_RANK.format(r=r) for r in (0, 1)])
     deadline = time.monotonic() + 60
@@ -125,6 +158,7 @@ def test_the_signal_reaches_every_rank_and_the_launcher_waits_for_their_checkpoi
     assert "received SIGTERM" in err and re.search(r"ranks exited \d+ s after SIGTERM", err)
 
 
+@pytest.mark.e2e
 def test_a_failed_rank_stops_the_others(tmp_path):
     stuck = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
     started = time.monotonic()
@@ -178,7 +212,7 @@ def test_mpirun_mapping_leaves_torchrun_alone_and_needs_an_address_across_nodes(
                              "OMPI_COMM_WORLD_LOCAL_SIZE": "2"})
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_fake_nodes_on_loopback(fake_scontrol, tmp_path, corpus):
     """Two `tsm launch` processes, as srun starts one per node, train one model over loopback."""
     out = tmp_path / "run"
@@ -199,7 +233,7 @@ def test_two_fake_nodes_on_loopback(fake_scontrol, tmp_path, corpus):
     assert (Path(out) / "final-checkpoint" / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a_requeue(tmp_path, corpus,
                                                                                        recording_scontrol):
     """As slurmstepd delivers `--signal=TERM@T`: SIGTERM to every process of the step (tsm launch, its ranks,
@@ -238,8 +272,6 @@ def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a
     # The warning signal came as that leg finished: tsm launch parks final-checkpoint (the workflow's job step,
     # signalled too, would fail the job and delete it) and requeues; the job's next leg puts it back, no rank
     # started. Another job's mark is stale and removed.
-    from tsm.launch import finished_at_signal, park_final_checkpoint
-
     weights = (out / "final-checkpoint" / "model.safetensors").read_bytes()
     park_final_checkpoint(out, "4242")
     assert not (out / "final-checkpoint").exists()
@@ -248,5 +280,4 @@ def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a
     assert again.returncode == 0 and "nothing to train" in again.stderr, again.stderr[-3000:]
     assert (out / "final-checkpoint" / "model.safetensors").read_bytes() == weights
     assert len(TrainingSummary.read(out).legs) == 2  # nothing trained
-    train_args = ["--config", str(cfg), "--max-steps", str(saved[-1] + 2)]
-    assert finished_at_signal(train_args, "4243", 0) is None and not (out / ".finished-at-signal").exists()
+    assert restore_parked_final_checkpoint(out, "4243", 0) is None and not (out / ".finished-at-signal").exists()

@@ -12,7 +12,9 @@ waits for all of them, and exits 75 (preempted, checkpoint written: run again). 
 then puts its SLURM job back in the queue, provided the leg made progress, so a training that needs many
 time-limit legs completes unattended while a crash loop stops.
 
-Also here: OpenMPI's rank variables mapped to torch's for runs started with `mpirun`.
+Also here: OpenMPI's rank variables mapped to torch's for runs started with `mpirun`. What the run's records
+say between legs (finished? how far did the last leg get? final-checkpoint parked) is read and kept by
+tsm.records; this module only supervises: it spawns the ranks, passes signals on and requeues.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,10 +31,16 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsm.config import TsmError
+from tsm.config import TsmError, config_from_argv
+from tsm.records import (
+    PREEMPTED_EXIT_CODE,  # a leg's "preempted, checkpoint written": the ranks' status, passed on
+    TrainingSummary,
+    park_final_checkpoint,
+    restore_parked_final_checkpoint,
+    run_has_finished,
+)
 
 DEFAULT_PORT = 29500
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: preempted, checkpoint written; the same command resumes
 FAILURE_GRACE_S = 30.0  # after one rank fails, how long the others get before SIGKILL
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -186,55 +193,27 @@ class RankSupervisor:
                 proc.send_signal(signum)
 
 
-def finished_run_folder(train_args: Sequence[str]) -> Path | None:
-    """The run's output folder when its training summary says it finished; None otherwise."""
-    from tsm.config import config_from_argv
-    from tsm.records import TrainingSummary
-
+def run_folder(train_args: Sequence[str]) -> Path | None:
+    """The run's output folder, from the training arguments; None when they do not parse (the ranks, started
+    with the same arguments, say why)."""
     try:
-        output_dir = Path(config_from_argv(train_args).output_dir)
-        summary = TrainingSummary.read(output_dir)
+        return Path(config_from_argv(train_args).output_dir)
     except (TsmError, ValueError, OSError):
         return None
-    return output_dir if summary is not None and summary.status in ("finished", "stopped early") else None
 
 
-def park_final_checkpoint(run: Path, job: str) -> None:
-    """Set final-checkpoint aside and mark the run finished for this job (see PARKED_FINAL_CHECKPOINT)."""
-    from tsm.layout import FINAL_CHECKPOINT, FINISHED_AT_SIGNAL, PARKED_FINAL_CHECKPOINT
-
-    if (run / FINAL_CHECKPOINT).is_dir():
-        shutil.rmtree(run / PARKED_FINAL_CHECKPOINT, ignore_errors=True)
-        (run / FINAL_CHECKPOINT).rename(run / PARKED_FINAL_CHECKPOINT)
-    (run / FINISHED_AT_SIGNAL).write_text(job)
-
-
-def finished_at_signal(train_args: Sequence[str], job: str | None, machine_rank: int) -> Path | None:
-    """At the start of a leg of job `job`: when the job's last leg finished the run as the signal came, put
-    final-checkpoint back (node 0) and return it; None otherwise (a stale mark of another job is removed)."""
-    from tsm.layout import FINAL_CHECKPOINT, FINISHED_AT_SIGNAL, PARKED_FINAL_CHECKPOINT
-
-    run = finished_run_folder(train_args)
-    if run is None or job is None or not (run / FINISHED_AT_SIGNAL).is_file():
-        return None
-    if (run / FINISHED_AT_SIGNAL).read_text().strip() != job:
-        if machine_rank == 0:
-            (run / FINISHED_AT_SIGNAL).unlink(missing_ok=True)
-        return None
-    if machine_rank == 0 and (run / PARKED_FINAL_CHECKPOINT).is_dir():
-        shutil.rmtree(run / FINAL_CHECKPOINT, ignore_errors=True)  # never a newer one: the run had finished
-        (run / PARKED_FINAL_CHECKPOINT).rename(run / FINAL_CHECKPOINT)
-    return run / FINAL_CHECKPOINT
+def finished_run_folder(train_args: Sequence[str]) -> Path | None:
+    """The run's output folder when its training summary says it finished; None otherwise."""
+    run = run_folder(train_args)
+    return run if run is not None and run_has_finished(run) else None
 
 
 def run_progress(train_args: Sequence[str]) -> tuple[int, int] | None:
     """(first step, last step) of the run's latest leg, from its training summary; None if it has none."""
-    from tsm.config import config_from_argv
-    from tsm.records import TrainingSummary
-
+    run = run_folder(train_args)
     try:
-        summary = TrainingSummary.read(config_from_argv(train_args).output_dir)
-    except (TsmError, ValueError, OSError) as exc:
+        summary = TrainingSummary.read(run) if run is not None else None
+    except (ValueError, OSError) as exc:
         print(f"tsm launch: could not read the run's training summary ({exc})", file=sys.stderr)
         return None
     if summary is None or not summary.legs:
@@ -316,10 +295,16 @@ def step_cpus(env: Mapping[str, str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tsm launch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="tsm launch", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The ranks are this launcher's own children (no torchelastic, no `accelerate launch`): a signal\n"
+               "(SLURM's warning signal, preemption, Ctrl-C) reaches every rank, which finishes its step and\n"
+               f"checkpoints. Exit status: 0 when the training finished; {PREEMPTED_EXIT_CODE} when it stopped at a "
+               "signal with\na checkpoint written (run the same command again to resume); otherwise the first "
+               "failed rank's.")
     parser.add_argument("--nodes", type=int, help="nodes in the job (default: SLURM_JOB_NUM_NODES)")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="ranks per node (one per GPU)")
-    parser.add_argument("--port", type=int, help="main port (default: free on one node, 29500 + job id % 10000)")
+    parser.add_argument("--port", type=int, help="main port (default: free on one node, 29500 + job id %% 10000)")
     parser.add_argument("--cpu", action="store_true", help="CPU ranks over gloo (tests, no GPUs)")
     parser.add_argument("--cpu-threads-per-process", type=int)
     parser.add_argument("--requeue", action="store_true",
@@ -339,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(shlex.join(command))
         return 0
     job = os.environ.get("SLURM_JOB_ID")
-    restored = finished_at_signal(train_args, job, geometry.machine_rank)
+    run = run_folder(train_args)
+    restored = restore_parked_final_checkpoint(run, job, geometry.machine_rank) if run is not None else None
     if restored is not None:
         print(f"tsm launch: job {job}'s last leg finished the run as it was signalled: {restored} is in place, "
               "nothing to train", file=sys.stderr, flush=True)

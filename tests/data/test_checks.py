@@ -8,7 +8,8 @@ import pytest
 import tsm.data.checks as checks_module
 from tests.conftest import TEST_CONFIG, write_corpus
 from tsm.cli import main
-from tsm.data.checks import DataCheckReport, Range, check, check_corpus
+from tsm.data.checks import check, check_corpus
+from tsm.records import DataCheckReport, Range
 
 
 def _reference(rows: list[np.ndarray], min_length: int) -> dict:

@@ -19,7 +19,7 @@ from snakemake.benchmark import benchmarked, write_benchmark_records
 
 from tests.conftest import random_walks, tiny_config, write_corpus
 from tsm.cli import main
-from tsm.data.checks import DataCheckReport, check
+from tsm.data.checks import check
 from tsm.data.competitions import build_competition_dataset
 from tsm.eval.benchmark import evaluate, load_benchmark, load_windows, pipeline_forecaster, relative_scores
 from tsm.eval.fev_tasks import evaluate_fev
@@ -31,14 +31,14 @@ from tsm.layout import (
     TENSORBOARD,
     TRAINING_SUMMARY,
 )
-from tsm.records import Leg, TrainingSummary
+from tsm.records import DataCheckReport, Leg, ModelSelectionRecord, TrainingSummary
 from tsm.report import build_report
+from tsm.report.datachecks import data_check_tables
 from tsm.report.finetune import change_cell
 from tsm.report.forecasts import forecast_datasets, load_pipeline, pick_windows
 from tsm.report.html import number
 from tsm.report.plots import NONFINITE_LABEL, benchmark_curves, format_seconds, validation_curves
 from tsm.report.runfiles import DATA_CHECKS, Scalars, StageRun, read_scalars, read_stage
-from tsm.report.sections import data_check_tables
 from tsm.train.loop import train
 
 LITE_OFFLINE = Path(__file__).resolve().parents[2] / "config" / "benchmarks" / "lite-offline.yaml"
@@ -69,6 +69,8 @@ def write_benchmark_csv(models: list[str], benchmark: Path, root: Path, output: 
     return results
 
 
+# The run folders below train real (tiny) models and score them (about a minute each on 2 cores): the tests
+# that read them are end-to-end (`-m e2e`); the tests after them check each section's logic on small inputs.
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("report")
@@ -195,6 +197,7 @@ def table_rows(table: Node, part: str = "tbody") -> list[list[Node]]:
 # ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_every_section_is_present_in_order_and_linked(run):
     page = run["page"]
     anchors = [s.attrs["id"] for s in page.root.find_all("section")]
@@ -205,6 +208,7 @@ def test_every_section_is_present_in_order_and_linked(run):
         assert not section(page, anchor).find_all("p", **{"class": "note"}), f"unexpected note in {anchor}"
 
 
+@pytest.mark.e2e
 def test_leaderboard_shows_win_rate_and_skill_score_with_intervals_beside_published_models(run):
     from tsm.eval.leaderboard import leaderboard, summaries_from_results
 
@@ -226,6 +230,7 @@ def test_leaderboard_shows_win_rate_and_skill_score_with_intervals_beside_publis
     assert re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", fev_rows["stage2"][3])
 
 
+@pytest.mark.e2e
 def test_self_contained_no_external_links_or_scripts(run):
     page, text = run["page"], run["html"]
     assert not page.root.find_all("script") and not page.root.find_all("link")
@@ -236,6 +241,7 @@ def test_self_contained_no_external_links_or_scripts(run):
     assert "@import" not in text and "url(" not in text
 
 
+@pytest.mark.e2e
 def test_images_are_real_pngs_one_fan_chart_per_dataset(run):
     page = run["page"]
     images = page.root.find_all("img")
@@ -250,6 +256,7 @@ def test_images_are_real_pngs_one_fan_chart_per_dataset(run):
     assert len(section(page, "runtimes").find_all("img")) == 1
 
 
+@pytest.mark.e2e
 def test_benchmark_table_shows_the_csv_scores_best_highlighted_and_the_verdict(run):
     benchmark = section(run["page"], "benchmark")
     table = benchmark.find("table", **{"class": "scores"})
@@ -288,6 +295,7 @@ def test_benchmark_table_shows_the_csv_scores_best_highlighted_and_the_verdict(r
     assert verdict in section(run["page"], "summary").find("p", **{"class": "headline"}).text
 
 
+@pytest.mark.e2e
 def test_summary_shows_stages_steps_losses_and_configs(run):
     summary = section(run["page"], "summary")
     facts = {card.find("div", **{"class": "label"}).text: card.find("div", **{"class": "value"}).text
@@ -312,6 +320,7 @@ def test_summary_shows_stages_steps_losses_and_configs(run):
     assert configs[1].find("pre").text == (run["dir"] / "stage2" / RESOLVED_CONFIG).read_text()
 
 
+@pytest.mark.e2e
 def test_data_checks_and_rule_times(run):
     report = DataCheckReport.read(run["dir"] / DATA_CHECKS / DATA_CHECK_REPORT)
     checks = section(run["page"], "data-checks")
@@ -349,6 +358,7 @@ def test_data_checks_and_rule_times(run):
     assert table_rows(runtimes.find("table"))[1][1].text == format_seconds(recorded)
 
 
+@pytest.mark.e2e
 def test_fan_charts_forecast_the_scored_windows_in_eval_mode(run):
     dataset = load_benchmark(run["benchmark"])[0]
     pipeline = load_pipeline(run["stage2"])
@@ -389,6 +399,7 @@ def test_empty_run_folder_gives_a_note_per_section(tmp_path):
     assert not parse(output.read_text()).root.find_all("img")
 
 
+@pytest.mark.e2e
 def test_partial_and_broken_parts_give_notes_not_a_crash(run, tmp_path):
     import shutil
 
@@ -428,6 +439,26 @@ def test_a_data_check_report_of_another_shape_is_named_not_guessed(tmp_path):
     assert f"{DATA_CHECK_REPORT}: not a tsm data-check report" in note
     assert section(parse(output.read_text()), "data-checks").find("pre").text == "printed\n"
     assert "no corpus" in " ".join(data_check_tables(DataCheckReport(ok=True, min_length=None, datasets=[])))
+
+
+def test_data_check_tables_name_failed_corpora_and_show_their_figures(tmp_path):
+    """The data-checks section from a report `tsm data check` wrote: the verdict names the failed corpus
+    relative to the run folder, and each corpus' row shows its own figures."""
+    write_corpus(tmp_path / "data" / "train", [np.arange(100.0), np.arange(120.0)])
+    write_corpus(tmp_path / "data" / "short", [np.arange(5.0)])
+    report = check([tmp_path / "data" / "train", tmp_path / "data" / "short"], 64, None, progress=False)
+    page = parse("".join(data_check_tables(report, tmp_path)))
+    verdict = page.root.find("p", **{"class": "headline"})
+    assert "bad" in verdict.classes() and verdict.text.startswith("1 of 2 corpora failed the data checks")
+    assert "data/short" in verdict.text and "at least 64 steps" in verdict.text
+    table = page.root.find("table")
+    header = [th.text for th in table.find_all("th")]
+    rows = {cells[0].text: [c.text for c in cells] for cells in table_rows(table)}
+    train, short = report.datasets
+    assert list(rows) == ["data/train", "data/short"]
+    assert rows["data/train"][header.index("Usable")] == f"{train.series.usable:,}"
+    assert rows["data/short"][header.index("Too short")] == f"{short.series.too_short:,}"
+    assert rows["data/short"][header.index("Errors")] == str(len(short.errors))
 
 
 def test_stage_figures_come_from_the_trainer_summary(tmp_path):
@@ -543,6 +574,7 @@ def finetune_run(tmp_path_factory) -> dict:
     return {"dir": run_dir, "results": results, "page": parse(output.read_text()), "tuned": tuned}
 
 
+@pytest.mark.e2e
 def test_finetune_report_shows_zero_shot_and_fine_tuned_side_by_side(finetune_run):
     benchmark = section(finetune_run["page"], "benchmark")
     table = benchmark.find("table", **{"class": "finetune"})
@@ -580,6 +612,7 @@ def test_finetune_report_shows_zero_shot_and_fine_tuned_side_by_side(finetune_ru
     assert "The fine-tuned model was trained on 2 of them (in-domain, †)" in verdict
 
 
+@pytest.mark.e2e
 def test_finetune_report_states_whether_fine_tuning_beat_the_start(finetune_run):
     chosen = json.loads((finetune_run["dir"] / "finetune" / MODEL_SELECTION).read_text())
     assert chosen["exported"] is None and not chosen["beat_start"]
@@ -594,6 +627,7 @@ def test_finetune_report_states_whether_fine_tuning_beat_the_start(finetune_run)
                    if p.text.startswith(expected))
 
 
+@pytest.mark.e2e
 def test_finetune_report_marks_in_domain_scores_plainly(finetune_run):
     benchmark = section(finetune_run["page"], "benchmark")
     table = benchmark.find("table", **{"class": "scores"})
@@ -621,22 +655,36 @@ def test_finetune_report_marks_in_domain_scores_plainly(finetune_run):
                      "its figures there are not zero-shot."]
 
 
-def test_finetune_summary_sentences(tmp_path):
-    from tsm.report.finetune import read_finetune_summary, summary_sentence
+def test_finetune_verdict_sentences_from_the_selection_record(tmp_path):
+    from tsm.report.runfiles import read_finetune_selection
+    from tsm.report.verdicts import finetune_verdict
 
-    assert read_finetune_summary(tmp_path) is None
+    assert read_finetune_selection(tmp_path) is None
     (tmp_path / "finetune").mkdir()
+    # An old record without best_score, and a key a newer trainer may add: both read.
     (tmp_path / "finetune" / MODEL_SELECTION).write_text(json.dumps(
-        {"start_score": 0.9, "best_step": 40, "exported": "checkpoint-40", "metric": "composite", "beat_start": True}))
-    text, beat = summary_sentence(read_finetune_summary(tmp_path))
-    assert beat is True
-    assert text == ("Fine-tuning beat the start on composite (start 0.9, best fine-tuned checkpoint at step 40): "
-                    "final-checkpoint holds checkpoint-40.")
-    text, beat = summary_sentence({"start_score": None, "best_step": None, "exported": "start",
-                                   "metric": "relative_wql", "beat_start": False})
-    assert beat is False and "did not beat the start" in text and "start not scored" in text
+        {"start_score": 0.9, "best_step": 40, "exported": "checkpoint-40", "metric": "composite", "beat_start": True,
+         "written_by": "a newer tsm"}))
+    v = finetune_verdict(read_finetune_selection(tmp_path))
+    assert v.beat is True
+    assert v.text == ("Fine-tuning beat the start on composite (start 0.9, best fine-tuned checkpoint at step 40): "
+                      "final-checkpoint holds checkpoint-40.")
+    v = finetune_verdict(ModelSelectionRecord(metric="relative_wql", exported="start", beat_start=False))
+    assert v.beat is False and "did not beat the start" in v.text and "start not scored" in v.text
+    # Before the run finishes the record has no decision: no verdict yet.
+    ModelSelectionRecord(metric="validation_wql", history=[{"step": 0, "score": 0.5}]).write(tmp_path / "finetune")
+    assert read_finetune_selection(tmp_path) is None
 
 
+def test_a_model_selection_record_of_another_shape_is_a_note_naming_it(tmp_path):
+    (tmp_path / "finetune").mkdir()
+    (tmp_path / "finetune" / MODEL_SELECTION).write_text(json.dumps({"history": [{"score": 1.0}]}))
+    notes = notes_by_section(build_report(tmp_path, tmp_path / "report.html"))
+    assert any(str(tmp_path / "finetune" / MODEL_SELECTION) in n and "not a tsm model-selection record" in n
+               for n in notes["summary"]), notes["summary"]
+
+
+@pytest.mark.e2e
 def test_finetune_report_plots_validation_from_the_start_on(finetune_run):
     """Every evaluation the trainer recorded is in the chart, the start at step 0, whatever the scores are:
     the wrecked model's WQL is not finite on some machines (inf at step 4), and that point must be shown."""
@@ -680,26 +728,26 @@ def test_finetune_report_plots_validation_from_the_start_on(finetune_run):
      "0.820 vs 0.800, MASE 0.880 vs 0.900).", False),
 ])
 def test_verdict_gives_both_metrics_and_stage2_against_stage1(stage1, stage2, expected, good):
-    from tsm.report.sections import verdict
+    from tsm.report.verdicts import benchmark_verdict
 
     relative = pd.DataFrame([
         {"model": "stage1", "WQL": stage1[0], "MASE": stage1[1], "datasets": 9},
         {"model": "stage2", "WQL": stage2[0], "MASE": stage2[1], "datasets": 9},
         {"model": "seasonal-naive", "WQL": 1.0, "MASE": 1.0, "datasets": 9},
     ])
-    v = verdict(relative, relative)
+    v = benchmark_verdict(relative, relative)
     assert (v.text, v.beat) == (expected, good)
 
 
 def test_selection_notes_say_how_each_model_was_chosen(tmp_path):
-    from tsm.layout import MODEL_SELECTION
-    from tsm.report.sections import selection_notes
+    from tsm.report.runfiles import read_model_selections
+    from tsm.report.verdicts import selection_notes
 
     for model, metric, exported in (("stage1", "wql", "checkpoint-400"), ("stage2", "validation_wql", "start"),
                                     ("finetune", "validation_loss", None)):
         (tmp_path / model).mkdir()
         (tmp_path / model / MODEL_SELECTION).write_text(json.dumps({"metric": metric, "exported": exported}))
-    notes = selection_notes(tmp_path, ["stage1", "stage2", "finetune", "seasonal-naive"])
+    notes = selection_notes(read_model_selections(tmp_path, ["stage1", "stage2", "finetune", "seasonal-naive"]))
     assert notes == [
         "stage1: final-checkpoint holds checkpoint-400, chosen by its benchmark wql during training "
         "(benchmark_config). Where that is this benchmark, its scores here were used to choose the model and are "
@@ -707,3 +755,32 @@ def test_selection_notes_say_how_each_model_was_chosen(tmp_path):
         "stage2: final-checkpoint holds the starting model, chosen by wql on held-out windows of the training "
         "corpus (not on this benchmark).",
     ]
+
+
+def test_the_benchmark_section_renders_the_verdicts_it_is_given(tmp_path):
+    """Finetune mode on small inputs: the comparison counts the datasets where WQL fell, and the trainer's
+    verdict and the selection notes come from the records in the run folder."""
+    from tsm.report.runfiles import read_finetune_selection, read_model_selections
+    from tsm.report.sections import benchmark_section
+    from tsm.report.verdicts import benchmark_verdict, finetune_verdict, relative_or_none, selection_notes
+
+    scores = {("a", "start"): 0.8, ("a", "finetune"): 0.6, ("a", "seasonal-naive"): 1.0,
+              ("b", "start"): 0.7, ("b", "finetune"): 0.9, ("b", "seasonal-naive"): 1.0}
+    results = pd.DataFrame([{"dataset": d, "model": m, "WQL": s, "MASE": s} for (d, m), s in scores.items()])
+    ModelSelectionRecord(metric="validation_wql", history=[{"step": 0, "score": 0.5}, {"step": 8, "score": 0.4}],
+                         start_score=0.5, best_step=8, best_score=0.4, exported="checkpoint-8", beat_start=True,
+                         verdict="beat").write(tmp_path / "finetune")
+    relative = relative_or_none(results)
+    tuning = finetune_verdict(read_finetune_selection(tmp_path))
+    chosen = selection_notes(read_model_selections(tmp_path, ["start", "finetune", "seasonal-naive"]))
+    page = parse(benchmark_section(results, relative, benchmark_verdict(relative, results), tmp_path, chosen,
+                                   tuning).body)
+    headlines = [p.text for p in page.root.find_all("p", **{"class": "headline"})]
+    assert headlines[0].startswith("The fine-tuned model beat seasonal naive on both aggregate relative scores")
+    assert headlines[1].startswith(f"{tuning.text} (the trainer's {MODEL_SELECTION})")
+    improved = sum(scores[(d, "finetune")] < scores[(d, "start")] for d in ("a", "b"))
+    paragraphs = [p.text for p in page.root.find_all("p")]
+    assert any(text.startswith(f"Fine-tuning lowered WQL on {improved} of 2 dataset(s) compared.")
+               for text in paragraphs)
+    notes = [p.text for p in page.root.find_all("p", **{"class": "note"})]
+    assert notes == chosen and chosen[0].startswith("finetune: final-checkpoint holds checkpoint-8, chosen by wql")

@@ -1,8 +1,7 @@
-"""ModelSelection: what a run exports and when it stops early, kept across a resume."""
+"""ModelSelection: what a run exports and when it stops early, kept across a resume; what it writes is the
+typed record the report reads (tsm.records.ModelSelectionRecord)."""
 
-import json
-
-from tsm.layout import MODEL_SELECTION as SELECTION_FILE
+from tsm.records import ModelSelectionRecord
 from tsm.train.selection import ModelSelection
 
 
@@ -16,8 +15,10 @@ def test_a_tie_never_beats_the_start_and_patience_counts_evaluations_since_the_b
     assert selection.should_stop_early()
     verdict = selection.finish(0, write=True)
     assert verdict.startswith("Nothing beat the start (validation_wql 0.5; best fine-tuned 0.5 at step 10)")
-    saved = json.loads((tmp_path / SELECTION_FILE).read_text())
-    assert saved["exported"] == "start" and saved["beat_start"] is False and saved["best_step"] == 10
+    saved = ModelSelectionRecord.read(tmp_path)
+    assert saved.finished and saved.verdict == verdict
+    assert saved.exported == "start" and saved.beat_start is False and saved.best_step == 10
+    assert [e["step"] for e in saved.history] == [0, 10, 20] and saved.best_checkpoints[0]["path"] == "checkpoint-10"
 
 
 def test_improvement_resets_patience_and_is_exported(tmp_path):
@@ -33,6 +34,7 @@ def test_resume_forgets_evaluations_after_its_checkpoint(tmp_path):
     first = ModelSelection(tmp_path, "validation_wql", patience=None, resume_step=0)
     for step, score in [(0, 1.0), (4, 0.9), (8, 0.8)]:
         first.record(step, {first.metric: score}, write=True)
+    assert not ModelSelectionRecord.read(tmp_path).finished  # no decision until the run finishes
     resumed = ModelSelection(tmp_path, "validation_wql", patience=None, resume_step=4)
     assert [e["step"] for e in resumed.history] == [0, 4] and resumed.start_score == 1.0
     assert not resumed.should_stop_early()  # no patience: never stops early

@@ -5,28 +5,27 @@ vectorised pyarrow/numpy operations over a whole batch (list offsets + flat valu
 per row. Fatal problems (the trainer would crash or learn nothing) name the dataset, the row and the
 column; everything else is counted and reported.
 
-What `check` writes (`report.json`, tsm.layout.DATA_CHECK_REPORT) is one typed record, `DataCheckReport`:
-the writer fills it and the HTML report reads it back with `DataCheckReport.read`, so neither guesses the
-other's format. ("Validation" is the held-out scoring during training, tsm.train.validation.)
+What `check` writes (`report.json`, tsm.layout.DATA_CHECK_REPORT) is one typed record,
+tsm.records.DataCheckReport: the checks fill it and the HTML report reads it back with `DataCheckReport.read`,
+so neither guesses the other's format. ("Validation" is the held-out scoring during training, tsm.train.validation.)
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from tsm.atomic import write_json, write_text
+from tsm.atomic import write_text
 from tsm.data.arrow import FUTURE_COVARIATES, PAST_COVARIATES, TARGET, DataError, _list_depth, open_dataset_table
+from tsm.records import DataCheckReport, DatasetCheck, LengthStats, Range, SeriesCounts, ValueStats
 
 TIMESTAMP = "timestamp"
 BATCH_ROWS = 8192  # rows per vectorised step: large enough to amortise, small enough to keep the heap flat
@@ -34,132 +33,6 @@ MAX_EXAMPLES = 5  # rows named per kind of problem; the rest are counted
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SERIES_COUNTS = ("usable", "empty", "null", "all_nan", "constant", "too_short", "with_nan", "with_inf",
                  "timestamp_length_mismatch", "unsorted_timestamps")
-REPORT_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------- the report's schema
-@dataclass
-class Range:
-    min: int
-    max: int
-
-
-@dataclass
-class LengthStats:
-    """Series lengths (time steps of the first variate) over a corpus."""
-
-    min: int
-    p5: float
-    median: float
-    p95: float
-    max: int
-    mean: float
-
-
-@dataclass
-class ValueStats:
-    """The values of one list column (the target or a covariate), over all series and variates."""
-
-    dtype: str
-    variates: Range  # per series
-    values: int
-    nan: int
-    nan_fraction: float
-    inf: int
-    inf_fraction: float
-    float32_overflow: int  # finite float64 values beyond the float32 range (they read as inf)
-
-
-@dataclass
-class SeriesCounts:
-    """Series (rows) by kind; a series can count in several kinds. `usable`: long enough and not all NaN."""
-
-    total: int
-    usable: int = 0
-    empty: int = 0
-    null: int = 0
-    all_nan: int = 0
-    constant: int = 0
-    too_short: int = 0  # shorter than min_length (min_past + prediction_length); 0 when min_length is None
-    with_nan: int = 0
-    with_inf: int = 0
-    timestamp_length_mismatch: int = 0
-    unsorted_timestamps: int = 0
-
-
-@dataclass
-class DatasetCheck:
-    """One corpus' checks. A corpus that cannot be opened, or whose columns have the wrong types, has only
-    `dataset`, `ok` (False), `errors`, `warnings` and `min_length` (and `schema`/`num_series` once opened)."""
-
-    dataset: str  # the corpus folder, as given
-    ok: bool
-    errors: list[str] = field(default_factory=list)  # fatal: each names the dataset, row and column
-    warnings: list[str] = field(default_factory=list)
-    min_length: int | None = None
-    schema: dict[str, str] = field(default_factory=dict)  # column -> Arrow type
-    num_series: int | None = None
-    length: LengthStats | None = None
-    target: ValueStats | None = None
-    series: SeriesCounts | None = None
-    covariates: dict[str, ValueStats] = field(default_factory=dict)
-    seconds: float | None = None
-    series_per_second: int | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DatasetCheck:
-        data = _known(cls, data)
-        for key, kind in (("length", LengthStats), ("series", SeriesCounts)):
-            if data.get(key):
-                data[key] = kind(**_known(kind, data[key]))
-            else:
-                data[key] = None
-        data["target"] = _value_stats(data["target"]) if data.get("target") else None
-        data["covariates"] = {name: _value_stats(stats) for name, stats in (data.get("covariates") or {}).items()}
-        return cls(**data)
-
-
-@dataclass
-class DataCheckReport:
-    """`report.json`: every corpus checked by one `tsm data check`; `ok` when all are usable."""
-
-    ok: bool
-    min_length: int | None
-    datasets: list[DatasetCheck]
-    version: int = REPORT_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DataCheckReport:
-        data = _known(cls, data)
-        data["datasets"] = [DatasetCheck.from_json(d) for d in data.get("datasets", [])]
-        return cls(**data)
-
-    def write(self, path: str | Path) -> Path:
-        return write_json(path, self.to_json())  # a report that exists is a complete one
-
-    @classmethod
-    def read(cls, path: str | Path) -> DataCheckReport:
-        """The report at `path`; a file of another shape is an error naming it."""
-        path = Path(path)
-        try:
-            return cls.from_json(json.loads(path.read_text()))
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise ValueError(f"{path}: not a tsm data-check report ({type(error).__name__}: {error})") from None
-
-
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """The fields of `data` that `cls` has (a newer writer's extra fields are ignored)."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
-def _value_stats(data: dict[str, Any]) -> ValueStats:
-    data = _known(ValueStats, data)
-    data["variates"] = Range(**_known(Range, data["variates"]))
-    return ValueStats(**data)
 
 
 # --------------------------------------------------------------------------------------------- problems

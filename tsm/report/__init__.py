@@ -4,9 +4,11 @@ training curves, the benchmark table with aggregate relative scores (in-domain s
 mode the zero-shot (start) vs. fine-tuned table, forecast fan charts, the data checks and the rules' run
 times. Parts missing from the run folder become notes.
 
-Modules: runfiles (reading the run folder), plots (matplotlib figures), forecasts (fan-chart data),
-html (page building blocks), sections (one function per section), regimes (in-domain marks), finetune
-(zero-shot vs. fine-tuned), build (`build_report`), cli (`tsm report`; only tsm.cli imports it).
+Modules: runfiles (reading the run folder, through tsm.records), verdicts (what the report concludes:
+verdicts and notes decided from records and results), plots (matplotlib figures), forecasts (fan-chart
+data), html (page building blocks), sections (one function per section, rendering only), datachecks (the
+data-checks section), regimes (in-domain marks), finetune (zero-shot vs. fine-tuned), build
+(`build_report`), cli (`tsm report`; only tsm.cli imports it).
 """
 
 from __future__ import annotations

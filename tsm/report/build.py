@@ -10,13 +10,16 @@ from typing import TypeVar
 
 from tsm.atomic import write_text
 from tsm.layout import FINAL_CHECKPOINT
-from tsm.report import finetune, plots, sections
+from tsm.report import datachecks, plots, sections, verdicts
 from tsm.report import html as h
 from tsm.report.runfiles import (
+    STAGES,
     StageRun,
     read_benchmark_results,
     read_data_checks,
     read_fev_summaries,
+    read_finetune_selection,
+    read_model_selections,
     read_rule_times,
     read_stages,
 )
@@ -51,13 +54,17 @@ def build_report(
     notes: list[str] = []  # problems reading a part: shown in the summary, never raised
     stages = _read(lambda: read_stages(run_dir), [], "training stages", notes)
     results = _read(lambda: read_benchmark_results(run_dir), None, "benchmark results", notes)
-    relative = _read(lambda: sections.relative_or_none(results), None, "relative scores", notes)
+    relative = _read(lambda: verdicts.relative_or_none(results), None, "relative scores", notes)
     fev_summaries = _read(lambda: read_fev_summaries(run_dir), None, "fev summaries", notes)
     checks = _read(lambda: read_data_checks(run_dir), None, "data checks", notes)
     rule_times = _read(lambda: read_rule_times(run_dir), None, "Snakemake benchmark files", notes)
-    verdict = sections.verdict(relative, results)
-    tuning = _read(lambda: finetune.read_finetune_summary(run_dir), None, "fine-tuning summary", notes)
-    more = [sections.Verdict(*finetune.summary_sentence(tuning))] if tuning is not None else []
+    selections = _read(lambda: read_model_selections(run_dir, STAGES), {}, "model-selection records", notes)
+    tuned = _read(lambda: read_finetune_selection(run_dir), None, "fine-tuning summary", notes)
+    verdict = verdicts.benchmark_verdict(relative, results)
+    tuning = verdicts.finetune_verdict(tuned) if tuned is not None else None
+    more = [tuning] if tuning is not None else []  # further headlines in the summary
+    scored = list(dict.fromkeys(results["model"])) if results is not None else []
+    chosen = verdicts.selection_notes({model: selections[model] for model in scored if model in selections})
 
     name = run_dir.resolve().name
     with plots.plot_style():
@@ -66,12 +73,12 @@ def build_report(
                      lambda: sections.summary_section(name, stages, rule_times, verdict, notes, more)),
             _section("training", "Training curves", lambda: sections.training_section(stages)),
             _section("benchmark", "Benchmark",
-                     lambda: sections.benchmark_section(results, relative, verdict, run_dir)),
+                     lambda: sections.benchmark_section(results, relative, verdict, run_dir, chosen, tuning)),
             _section("leaderboard", "Leaderboard", lambda: sections.leaderboard_section(
                 results, fev_summaries, [resolve_benchmark(p) for p in reference_results])),
             _section("forecasts", "Forecasts",
                      lambda: forecasts_section(stages, benchmark_path, root, series_per_dataset)),
-            _section("data-checks", "Data checks", lambda: sections.data_checks_section(checks, run_dir)),
+            _section("data-checks", "Data checks", lambda: datachecks.data_checks_section(checks, run_dir)),
             _section("runtimes", "Rule run times", lambda: sections.runtimes_section(rule_times, run_dir)),
         ]
 

@@ -1,5 +1,5 @@
-"""Zero-shot vs. fine-tuned: the report's side-by-side table for a finetune-mode run, and the trainer's own
-verdict on whether fine-tuning beat the starting model.
+"""Zero-shot vs. fine-tuned: the report's side-by-side table for a finetune-mode run, under the trainer's own
+verdict on whether fine-tuning beat the starting model (decided in tsm.report.verdicts).
 
 In finetune mode the DAG scores the starting model as it was (`benchmark/start.csv`) next to the fine-tuned
 one (`benchmark/finetune.csv`) and seasonal naive. The trainer writes `model-selection.json` in the stage
@@ -9,85 +9,37 @@ the start on its selection metric.
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tsm.layout import FINAL_CHECKPOINT, MODEL_SELECTION
+from tsm.layout import MODEL_SELECTION
 from tsm.report import html as h
 from tsm.report.regimes import regime_by_cell, regime_mark
-from tsm.report.runfiles import BASELINE, START
+from tsm.report.runfiles import BASELINE, START, TUNED
+from tsm.report.verdicts import Verdict, finetune_comparison
 
-logger = logging.getLogger("tsm")
-
-TUNED = "finetune"
 METRICS = ("WQL", "MASE")
 
 
-def read_finetune_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The trainer's fine-tuning summary from `<run_dir>/finetune/`, None when there is none."""
-    path = run_dir / TUNED / MODEL_SELECTION
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        logger.warning("report: %s could not be read: %s", path, error)
-        return None
-    # The file exists from the first evaluation on; `beat_start` only once the run has finished.
-    return {**data, "file": MODEL_SELECTION} if isinstance(data, dict) and "beat_start" in data else None
-
-
-def summary_sentence(summary: dict[str, Any]) -> tuple[str, bool | None]:
-    """Whether fine-tuning beat the start and what final-checkpoint holds, in one plain sentence."""
-    metric = summary.get("metric") or "the selection metric"
-    start = _score_text(summary.get("start_score"))
-    exported = summary.get("exported")
-    holds = (f"{FINAL_CHECKPOINT} holds the starting model, unchanged" if exported == "start"
-             else f"{FINAL_CHECKPOINT} holds {exported}" if exported
-             else f"{FINAL_CHECKPOINT} holds the last step's weights")
-    best_step = summary.get("best_step")
-    best = f", best fine-tuned {_score_text(summary.get('best_score'))} at step {best_step}" \
-        if best_step is not None and summary.get("best_score") is not None else \
-        (f", best fine-tuned checkpoint at step {best_step}" if best_step is not None else "")
-    if summary.get("beat_start"):
-        return f"Fine-tuning beat the start on {metric} (start {start}{best}): {holds}.", True
-    return (f"Fine-tuning did not beat the start on {metric} (start {start}{best}): {holds}.", False)
-
-
-def _score_text(value: Any) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "not scored"
-    return f"{value:.4g}" if math.isfinite(value) else str(value)
-
-
-def comparison(results: pd.DataFrame, relative: pd.DataFrame | None, run_dir: Path) -> str:
+def comparison(results: pd.DataFrame, relative: pd.DataFrame | None, tuning: Verdict | None) -> str:
     """The "Zero-shot vs. fine-tuned" part of the benchmark section (HTML); empty when the run has no
-    fine-tuned model or no scores for its start."""
-    summary = read_finetune_summary(run_dir)
+    fine-tuned model or no scores for its start. `tuning`: the trainer's verdict (model-selection.json)."""
     models = set(results["model"])
-    if TUNED not in models and summary is None:
+    if TUNED not in models and tuning is None:
         return ""
     body = ["<h3>Zero-shot vs. fine-tuned</h3>"]
-    if summary is not None:
-        text, beat = summary_sentence(summary)
-        tone = {True: " good", False: " bad", None: ""}[beat]
-        body.append(f'<p class="headline{tone}">{h.esc(text)} <span class="sub">(the trainer\'s '
-                    f"<code>{h.esc(summary['file'])}</code>)</span></p>")
+    if tuning is not None:
+        body.append(h.headline(tuning.text, tuning.beat, f' <span class="sub">(the trainer\'s '
+                                                         f"<code>{h.esc(MODEL_SELECTION)}</code>)</span>"))
     if START not in models or TUNED not in models:
         missing = "benchmark/start.csv" if START not in models else "benchmark/finetune.csv"
         body.append(h.note(f"No side-by-side table: {missing} is missing (the DAG's `evaluate` of the "
                            f"{'starting' if START not in models else 'fine-tuned'} model)."))
         return "\n".join(body)
     table, improved, compared, in_domain = side_by_side(results, relative)
-    body.append(_verdict(improved, compared, in_domain, relative))
+    body.append(f"<p>{h.esc(finetune_comparison(improved, compared, in_domain, relative))}</p>")
     body.append(table)
     body.append('<p class="caption">Zero-shot: the starting model (the fine-tune config\'s <code>model_id</code>) '
                 "scored as it was, before fine-tuning. Change: fine-tuned / zero-shot − 1 (negative is better). "
@@ -145,18 +97,3 @@ def change_cell(start: float, tuned: float) -> h.Cell:
     text = f"{change * 100:+.1f}%"
     shown = round(change * 100, 1)
     return h.Cell(h.esc(text), "num" + (" better" if shown < 0 else " worse" if shown > 0 else ""))
-
-
-def _verdict(improved: int, compared: int, in_domain: int, relative: pd.DataFrame | None) -> str:
-    text = f"Fine-tuning lowered WQL on {improved} of {compared} dataset(s) compared."
-    if in_domain:  # a gain on the fine-tuning data itself says little about unseen data
-        text += (f" The fine-tuned model was trained on {in_domain} of them (in-domain, †): its scores there "
-                 "are not zero-shot.")
-    if relative is not None and {START, TUNED} <= set(relative["model"]):
-        by_model = relative.set_index("model")
-        start, tuned = float(by_model.loc[START, "WQL"]), float(by_model.loc[TUNED, "WQL"])
-        if math.isfinite(start) and math.isfinite(tuned):
-            word = "better than" if tuned < start else "worse than" if tuned > start else "the same as"
-            text += (f" Aggregate relative WQL: zero-shot {start:.3f} → fine-tuned {tuned:.3f}, "
-                     f"{word} the start.")
-    return f"<p>{h.esc(text)}</p>"

@@ -125,6 +125,12 @@ def note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
 
+def headline(text: str, good: bool | None, after_html: str = "") -> str:
+    """A conclusion in one sentence, green when good, red when bad, plain when it cannot tell."""
+    tone = {True: " good", False: " bad", None: ""}[good]
+    return f'<p class="headline{tone}">{esc(text)}{after_html}</p>'
+
+
 def figure(data_uri: str, alt: str, caption: str = "", css_class: str = "") -> str:
     """An embedded image; `caption` is HTML."""
     caption_html = f"<figcaption>{caption}</figcaption>" if caption else ""

@@ -1,11 +1,12 @@
 """Reading a run folder (`results/{run}/`) for the report: training stages, benchmark CSVs, the data
 checks and Snakemake's per-rule benchmark files. Every reader returns None (or an empty result) for a
 part that is missing, so that the report can say so instead of failing. What the trainer and the data
-checks write is read through their typed records (tsm.records, tsm.data.checks), never by parsing logs."""
+checks write is read through their typed records (tsm.records), never by parsing logs."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +16,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tsm.data.checks import DataCheckReport
 from tsm.layout import (
     CHECKPOINT_PREFIX,
     DATA_CHECK_REPORT,
@@ -24,16 +24,18 @@ from tsm.layout import (
     FINAL_CHECKPOINT,
     MODEL_CONFIG,
     RESOLVED_CONFIG,
+    SEASONAL_NAIVE,
     TENSORBOARD,
     TRAINING_SUMMARY,
 )
-from tsm.records import TrainingSummary
+from tsm.records import DataCheckReport, ModelSelectionRecord, TrainingSummary
 
 logger = logging.getLogger("tsm")
 
 # Stage folders in the order they run; `finetune` replaces both stages in finetune mode.
-STAGES = ("stage1", "stage2", "finetune")
-BASELINE = "seasonal-naive"
+TUNED = "finetune"  # the fine-tuning stage (finetune mode) and its model's rows in the benchmark CSVs
+STAGES = ("stage1", "stage2", TUNED)
+BASELINE = SEASONAL_NAIVE  # the baseline's model rows and results file (its one spelling is in tsm.layout)
 # benchmark/start.csv (finetune mode): the fine-tune's starting model scored as it was, zero-shot.
 START = "start"
 # Models in the benchmark tables' order: the start before what was trained from it, the baseline last.
@@ -245,6 +247,28 @@ def read_data_checks(run_dir: Path) -> DataChecks:
             error = str(exc)
     summary = summary_path.read_text(errors="replace") if summary_path.is_file() else None
     return DataChecks(folder, report, summary, error)
+
+
+def read_finetune_selection(run_dir: Path) -> ModelSelectionRecord | None:
+    """The fine-tuning stage's model-selection record once the run has finished (the file exists from the
+    first evaluation on, the decision only at the end); None otherwise. One of another shape raises."""
+    selection = ModelSelectionRecord.read(run_dir / TUNED)
+    return selection if selection is not None and selection.finished else None
+
+
+def read_model_selections(run_dir: Path, models: Sequence[str]) -> dict[str, ModelSelectionRecord]:
+    """Each scored model's stage record (`<run_dir>/<model>/model-selection.json`), for those that have one;
+    an unreadable one is logged and left out (it only costs a note)."""
+    selections = {}
+    for model in models:
+        try:
+            selection = ModelSelectionRecord.read(run_dir / model)
+        except (OSError, ValueError) as error:
+            logger.warning("report: %s", error)
+            continue
+        if selection is not None:
+            selections[model] = selection
+    return selections
 
 
 def read_rule_times(run_dir: Path) -> pd.DataFrame | None:

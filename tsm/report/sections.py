@@ -1,10 +1,10 @@
-"""The report's sections, each from what the run folder holds; a missing part becomes a note."""
+"""The report's sections, each rendered from what the run folder holds; a missing part becomes a note. What
+the report concludes (verdicts, notes on how models were chosen) is decided in tsm.report.verdicts, the data
+checks' section is tsm.report.datachecks."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timezone
 from pathlib import Path
 from typing import Any
@@ -12,80 +12,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tsm.data.checks import DataCheckReport, DatasetCheck, Range
-from tsm.layout import DATA_CHECK_REPORT, DATA_CHECK_SUMMARY, DATA_CHECKS, RESOLVED_CONFIG
+from tsm.layout import RESOLVED_CONFIG
 from tsm.report import finetune, plots
 from tsm.report import html as h
 from tsm.report.regimes import regime_by_cell, regime_mark, regime_notes
-from tsm.report.runfiles import BASELINE, DataChecks, StageRun
-
-FINAL_MODELS = ("stage2", "finetune")  # the model the run exists to produce, in order of preference
-
-
-@dataclass
-class Verdict:
-    text: str
-    beat: bool | None  # None: cannot tell
-
-
-def relative_or_none(results: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Aggregate relative scores (relative_scores), over the datasets the baseline was scored on."""
-    from tsm.eval.benchmark import relative_scores
-
-    if results is None or BASELINE not in set(results["model"]):
-        return None
-    baseline_datasets = set(results.loc[results["model"] == BASELINE, "dataset"])
-    return relative_scores(results[results["dataset"].isin(baseline_datasets)], baseline=BASELINE)
-
-
-def _against_naive(metric: str, score: float) -> str:
-    change = "lower" if score < 1.0 else "higher"
-    return f"{metric} {score:.3f} ({abs(1 - score) * 100:.1f}% {change})"
-
-
-def verdict(relative: pd.DataFrame | None, results: pd.DataFrame | None) -> Verdict:
-    """The plain sentence: did the final model beat seasonal naive on aggregate relative WQL and MASE, and
-    (after a context extension) is stage 2 at least as good as stage 1 on both?"""
-    if results is None:
-        return Verdict("No benchmark results, so no comparison with seasonal naive.", None)
-    if relative is None:
-        return Verdict("No seasonal-naive results, so no aggregate relative score.", None)
-    final = next((m for m in FINAL_MODELS if m in set(relative["model"])), None)
-    if final is None:
-        return Verdict("No stage-2 benchmark results: cannot say whether stage 2 beat seasonal naive.", None)
-    rows = relative.set_index("model")
-    name = "Stage 2" if final == "stage2" else "The fine-tuned model"
-    scores = {metric: float(rows.loc[final, metric]) for metric in ("WQL", "MASE")}
-    count = int(rows.loc[final, "datasets"])
-    broken = [f"{metric} is not finite ({score})" for metric, score in scores.items() if not math.isfinite(score)]
-    if broken:
-        return Verdict(f"{name}'s aggregate relative {' and '.join(broken)}.", None)
-    won = [metric for metric, score in scores.items() if score < 1.0]
-    lost = [metric for metric in scores if metric not in won]
-    parts = ", ".join(_against_naive(metric, score) for metric, score in scores.items())
-    if not lost:
-        text = f"{name} beat seasonal naive on both aggregate relative scores: {parts}"
-    elif not won:
-        text = f"{name} did not beat seasonal naive on either aggregate relative score: {parts}"
-    else:
-        text = f"{name} beat seasonal naive on {won[0]} but not on {lost[0]}: {parts}"
-    text += f"; geometric mean over {count} datasets."
-    beat = not lost
-    if final == "stage2" and "stage1" in rows.index:
-        earlier = {metric: float(rows.loc["stage1", metric]) for metric in scores}
-        worse = [metric for metric in scores if scores[metric] > earlier[metric]]
-        pairs = ", ".join(f"{metric} {scores[metric]:.3f} vs {earlier[metric]:.3f}" for metric in scores)
-        if worse:
-            text += f" Stage 2 is worse than stage 1 on {' and '.join(worse)} ({pairs})."
-            beat = False
-        else:
-            text += f" Stage 2 is no worse than stage 1 on either ({pairs})."
-    return Verdict(text, beat)
+from tsm.report.runfiles import BASELINE, StageRun
+from tsm.report.verdicts import Verdict
 
 
 def headline(v: Verdict) -> str:
-    tone = {True: " good", False: " bad", None: ""}[v.beat]
-    return f'<p class="headline{tone}">{h.esc(v.text)}</p>'
+    return h.headline(v.text, v.beat)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -205,36 +141,10 @@ def _nonfinite_notes(stages: Sequence[StageRun]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def selection_notes(run_dir: Path, models: Sequence[str]) -> list[str]:
-    """How each scored model's weights were chosen, from its stage's model-selection.json: held-out validation
-    on the training corpus is a clean choice; a choice on a benchmark makes that benchmark's scores optimistic."""
-    import json
-
-    from tsm.layout import MODEL_SELECTION
-
-    notes = []
-    for model in models:
-        path = run_dir / model / MODEL_SELECTION
-        try:
-            selection = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        metric, exported = str(selection.get("metric")), selection.get("exported")
-        if not exported:
-            continue
-        held = "the starting model" if exported == "start" else exported
-        if metric.startswith("validation_"):
-            notes.append(f"{model}: final-checkpoint holds {held}, chosen by {metric.removeprefix('validation_')} "
-                         "on held-out windows of the training corpus (not on this benchmark).")
-        else:
-            notes.append(f"{model}: final-checkpoint holds {held}, chosen by its benchmark {metric} during "
-                         "training (benchmark_config). Where that is this benchmark, its scores here were used to "
-                         "choose the model and are optimistic.")
-    return notes
-
-
 def benchmark_section(results: pd.DataFrame | None, relative: pd.DataFrame | None, v: Verdict,
-                      run_dir: Path) -> h.Section:
+                      run_dir: Path, chosen: Sequence[str] = (), tuning: Verdict | None = None) -> h.Section:
+    """`chosen`: how each model's weights were chosen (verdicts.selection_notes); `tuning`: the trainer's
+    fine-tuning verdict (verdicts.finetune_verdict)."""
     title = "Benchmark"
     if results is None:
         return h.Section("benchmark", title, h.note(f"No benchmark results: {run_dir / 'benchmark'} holds no "
@@ -267,8 +177,8 @@ def benchmark_section(results: pd.DataFrame | None, relative: pd.DataFrame | Non
             "quantile loss over the levels 0.1–0.9; MASE: of the median, scaled by each series' seasonal "
             "differences. The aggregate is the geometric mean over datasets of model / seasonal naive.</p>"]
     body += regime_notes(regimes)
-    body += [h.note(text) for text in selection_notes(run_dir, models)]
-    comparison = finetune.comparison(results, relative, run_dir)
+    body += [h.note(text) for text in chosen]
+    comparison = finetune.comparison(results, relative, tuning)
     if comparison:
         body.append(comparison)
     if relative is None:
@@ -347,141 +257,6 @@ def _scored_cells(values: Sequence[float], marks: Sequence[str] | None = None) -
             classes += " best"
         cells.append(h.Cell(text, classes))
     return cells
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data checks
-# ---------------------------------------------------------------------------------------------------
-
-
-def data_checks_section(checks: DataChecks | None, run_dir: Path) -> h.Section:
-    anchor, title, folder = "data-checks", "Data checks", run_dir / DATA_CHECKS
-    if checks is None or (checks.report is None and checks.summary is None and checks.error is None):
-        return h.Section(anchor, title, h.note(f"No data checks ({folder}/{DATA_CHECK_REPORT} and "
-                                               f"{DATA_CHECK_SUMMARY} are missing; `tsm data check` writes them)."))
-    body = []
-    if checks.error is not None:
-        body.append(h.note(f"Could not read the data-check report: {checks.error}"))
-    elif checks.report is None:
-        body.append(h.note(f"{folder}/{DATA_CHECK_REPORT} is missing."))
-    else:
-        body += data_check_tables(checks.report, run_dir)
-    if checks.summary is None:
-        body.append(h.note(f"{folder}/{DATA_CHECK_SUMMARY} is missing."))
-    else:
-        body.append(f"<h3>{DATA_CHECK_SUMMARY}</h3>" + h.pre(checks.summary, "block"))
-    return h.Section(anchor, title, "\n".join(body))
-
-
-# (column, how to show it) for the per-corpus table; "–" where a corpus could not be read that far
-_CHECK_COLUMNS: tuple[tuple[str, Callable[[DatasetCheck], Any]], ...] = (
-    ("Series", lambda d: d.num_series),
-    ("Usable", lambda d: d.series and d.series.usable),
-    ("Too short", lambda d: d.series and d.series.too_short),
-    ("Empty", lambda d: d.series and d.series.empty),
-    ("All NaN", lambda d: d.series and d.series.all_nan),
-    ("Constant", lambda d: d.series and d.series.constant),
-    ("With NaN", lambda d: d.series and d.series.with_nan),
-    ("With inf", lambda d: d.series and d.series.with_inf),
-    ("Length min", lambda d: d.length and d.length.min),
-    ("Median", lambda d: d.length and d.length.median),
-    ("Max", lambda d: d.length and d.length.max),
-    ("NaN values", lambda d: d.target and _percent(d.target.nan_fraction)),
-    ("Variates", lambda d: d.target and _range(d.target.variates)),
-    ("Errors", lambda d: len(d.errors)),
-    ("Warnings", lambda d: len(d.warnings)),
-)
-
-
-def data_check_tables(report: DataCheckReport, run_dir: Path | None = None) -> list[str]:
-    """The verdict, one row per corpus with its main figures, the corpora's errors and warnings in full, and
-    the remaining figures (length percentiles, values, covariates, column types) in a collapsed table.
-    Corpora inside the run folder are named relative to it."""
-    names = [_relative_name(d.dataset, run_dir) for d in report.datasets]
-    failed = [name for name, d in zip(names, report.datasets, strict=True) if not d.ok]
-    needed = (f" Series need at least {report.min_length:,} steps (min_past + prediction_length)."
-              if report.min_length else "")
-    if not report.datasets:
-        return [h.note("The data-check report lists no corpus.")]
-    if failed:
-        text = (f"{len(failed)} of {len(names)} corpora failed the data checks (training would stop on them): "
-                f"{', '.join(failed)}.{needed}")
-    else:
-        text = f"All {len(names)} corpora passed the data checks.{needed}"
-    parts = [f'<p class="headline {"bad" if failed else "good"}">{h.esc(text)}</p>']
-    num = "num"
-    parts.append(h.table(
-        ["Corpus", "OK", *[h.Cell(h.esc(title), num) for title, _ in _CHECK_COLUMNS]],
-        [[h.Cell(f"<b>{h.esc(name)}</b>"), h.Cell("yes" if d.ok else "no", "" if d.ok else "flag-bad")]
-         + [h.Cell(_figure(show(d)), num) for _, show in _CHECK_COLUMNS]
-         for name, d in zip(names, report.datasets, strict=True)]))
-    messages = [f"<li><b>{h.esc(name)}</b> ({kind}): {h.esc(text)}</li>"
-                for name, d in zip(names, report.datasets, strict=True)
-                for kind, texts in (("error", d.errors), ("warning", d.warnings)) for text in texts]
-    if messages:
-        parts.append(f'<ul class="messages">{"".join(messages)}</ul>')
-    details = _check_details(report.datasets)
-    parts.append(h.details(f"All figures per corpus ({len(details)})", h.table(
-        ["Figure"] + [h.Cell(h.esc(name), num) for name in names],
-        [[h.esc(figure)] + [h.Cell(_figure(value), num) for value in values] for figure, values in details.items()])))
-    return parts
-
-
-def _check_details(datasets: Sequence[DatasetCheck]) -> dict[str, list[Any]]:
-    """Figure name -> its value per corpus (None where a corpus has no such figure)."""
-    rows: dict[str, list[Any]] = {}
-
-    def add(figure: str, index: int, value: Any) -> None:
-        rows.setdefault(figure, [None] * len(datasets))[index] = value
-
-    for i, d in enumerate(datasets):
-        if d.length is not None:
-            for key in ("min", "p5", "median", "p95", "max", "mean"):
-                add(f"length {key}", i, getattr(d.length, key))
-        if d.series is not None:
-            for key, value in vars(d.series).items():
-                add(f"series {key.replace('_', ' ')}", i, value)
-        for column, stats in ([("target", d.target)] if d.target else []) + list(d.covariates.items()):
-            add(f"{column} variates", i, _range(stats.variates))
-            add(f"{column} values", i, stats.values)
-            add(f"{column} NaN", i, f"{stats.nan:,} ({_percent(stats.nan_fraction)})")
-            add(f"{column} inf", i, f"{stats.inf:,} ({_percent(stats.inf_fraction)})")
-            add(f"{column} float32 overflow", i, stats.float32_overflow)
-        for column, kind in d.schema.items():
-            add(f"{column} type", i, kind)
-        add("checked in (s)", i, d.seconds)
-        add("series per second", i, d.series_per_second)
-    return rows
-
-
-def _percent(fraction: float) -> str:
-    return f"{fraction:.2%}"
-
-
-def _range(r: Range) -> str:
-    return f"{r.min}" if r.min == r.max else f"{r.min}–{r.max}"
-
-
-def _figure(value: Any) -> str:
-    """A figure as text: counts with thousands separators, other numbers as written, "–" when missing."""
-    if value is None:
-        return "–"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return h.esc(value)
-
-
-def _relative_name(name: str, run_dir: Path | None) -> str:
-    if run_dir is None:
-        return name
-    for base in (run_dir, run_dir.resolve()):
-        try:
-            return str(Path(name).relative_to(base))
-        except ValueError:
-            continue
-    return name
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from tsm.atomic import recover, write_text
 from tsm.config import ConfigError, TrainConfig
 from tsm.data.arrow import ArrowCorpus
 from tsm.data.batches import TOKEN_COUNTS, TrainingBatches, batch_iterator
-from tsm.launch import PREEMPTED_EXIT_CODE
 from tsm.layout import RESOLVED_CONFIG, checkpoint_name
 from tsm.model import count_parameters, create_model, load_model, set_forecast_lengths
+from tsm.records import PREEMPTED_EXIT_CODE
 from tsm.train.checkpoint import (
     check_resumable,
     load_checkpoint,

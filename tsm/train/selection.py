@@ -4,20 +4,21 @@ Every evaluation that ranks checkpoints (held-out validation when it is on, else
 scores here; step 0 is the starting model, scored before the first step. From that history come the top-K
 checkpoints (never rotated away, `best-checkpoint` links to the best), early stopping, and, with
 `export: best`, the final model: the best of the start and every evaluated checkpoint, so fine-tuning never
-exports a model worse than the one it started from. Everything is recorded in `model-selection.json`, so
-a resumed run keeps counting where the interrupted one stopped.
+exports a model worse than the one it started from. Everything is recorded in `model-selection.json`
+(tsm.records.ModelSelectionRecord, which the report reads), so a resumed run keeps counting where the
+interrupted one stopped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
-from tsm.atomic import remove_folder, replace_symlink, write_json
-from tsm.layout import BEST_CHECKPOINT_LINK, MODEL_SELECTION, checkpoint_name, list_checkpoints
+from tsm.atomic import remove_folder, replace_symlink
+from tsm.layout import BEST_CHECKPOINT_LINK, checkpoint_name, list_checkpoints
+from tsm.records import ModelSelectionRecord
 
 logger = logging.getLogger("tsm")
 
@@ -29,14 +30,13 @@ class ModelSelection:
     def __init__(self, output_dir: Path, metric: str | None, patience: int | None, resume_step: int,
                  top_k: int = 1):
         self.output_dir = Path(output_dir)
-        self.path = self.output_dir / MODEL_SELECTION
         self.metric = metric  # None: nothing ranks checkpoints (no evaluation configured)
         self.patience = patience
         self.top_k = top_k
-        saved = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        saved = ModelSelectionRecord.read(self.output_dir)
         # Evaluations after the checkpoint we resume from belong to a future this run will redo.
-        self.history: list[dict[str, Any]] = [e for e in saved.get("history", []) if e["step"] <= resume_step]
-        self.summary: dict[str, Any] = {}  # what finish() decided
+        self.history: list[dict[str, Any]] = [e for e in (saved.history if saved else []) if e["step"] <= resume_step]
+        self.summary: dict[str, Any] = {}  # what finish() decided: ModelSelectionRecord's decision fields
 
     @property
     def start_score(self) -> float | None:
@@ -135,5 +135,5 @@ class ModelSelection:
         return verdict
 
     def _write(self) -> None:
-        write_json(self.path, {"metric": self.metric, "lower_is_better": True, "history": self.history,
-                               "best_checkpoints": self.best_checkpoints(), **self.summary})
+        ModelSelectionRecord(metric=self.metric, history=self.history, best_checkpoints=self.best_checkpoints(),
+                             **self.summary).write(self.output_dir)
