@@ -2,11 +2,13 @@
 (TIMEOUT, SIGTERM, SIGKILL KillWait later), --signal before the limit (the steps' tasks, or with B: the batch
 shell), the end of a step (what its tasks left is killed), preemption with GraceTime (requeue or cancel),
 `scontrol requeue`, and the states that sacct and squeue show the executor plugin. Jobs are shell scripts and
-small python tasks; one SLURM minute lasts seconds (FAKE_SLURM_SECONDS_PER_MINUTE)."""
+small python tasks. The tests wait on events (a file, a state, a line of the controller's log), never on the clock:
+`fake-timeout` makes a job's time come up when the test says so, and only the test of the timer itself runs one
+SLURM minute in seconds (FAKE_SLURM_SECONDS_PER_MINUTE), checking no more than that nothing came early. Every
+test but the parsers' starts fake jobs: marked e2e."""
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -18,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.workflow.fake_slurm.fakeslurm import parsers
+
 FAKE_SLURM = Path(__file__).resolve().parent / "fake_slurm"
-_spec = importlib.util.spec_from_file_location("fakeslurm", FAKE_SLURM / "fakeslurm.py")
-fakeslurm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fakeslurm)
 
 # A step's task: records its start and every signal it gets (with the time) in REC, beats into NAME.beat,
 # and lives until killed, unless told otherwise.
@@ -73,7 +74,7 @@ class FakeCluster:
         self.state = tmp_path / "slurm"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "FAKE_SLURM"))}
         env.update({"PATH": f"{FAKE_SLURM}{os.pathsep}{env['PATH']}", "FAKE_SLURM_STATE": str(self.state),
-                    "FAKE_SLURM_SECONDS_PER_MINUTE": "2", "FAKE_SLURM_KILL_WAIT": "1",
+                    "FAKE_SLURM_KILL_WAIT": "1",
                     "FAKE_SLURM_REQUEUE_DELAY": "0.3", "FAKE_SLURM_GRACE_TIME": "1"})
         self.env = env
         (tmp_path / "task.py").write_text(TASK)
@@ -81,7 +82,7 @@ class FakeCluster:
 
     def run(self, *cmd: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
         result = subprocess.run(cmd, cwd=self.dir, env={**self.env, **env}, capture_output=True, text=True,
-                                timeout=30)
+                                timeout=120)
         if check and result.returncode:
             pytest.fail(f"{cmd} failed ({result.returncode}): {result.stderr}")
         return result
@@ -95,14 +96,14 @@ class FakeCluster:
     def info(self, job: str) -> dict:
         return json.loads((self.state / f"{job}.state").read_text())
 
-    def wait_for(self, condition, timeout: float = 20, what: str = "") -> None:
+    def wait_for(self, condition, timeout: float = 120, what: str = "") -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out waiting for {what or condition}")
             time.sleep(0.05)
 
-    def wait(self, job: str, timeout: float = 20) -> list[tuple[int, bool]]:
+    def wait(self, job: str, timeout: float = 120) -> list[tuple[int, bool]]:
         """Until the job is over; (restarts, .rc exists) as seen on the way."""
         seen = []
 
@@ -127,6 +128,23 @@ class FakeCluster:
     def calls(self, job: str) -> list[str]:
         return [c for c in (self.state / "calls.log").read_text().splitlines()
                 if c.split()[1:2] == [job] and c.split()[0] in ("state", "signal", "preempt", "ended", "srun")]
+
+    def events(self, job: str) -> list[tuple[float, str]]:
+        """(time, event) as the job's controller logged them when it acted: the state changes and signals."""
+        lines = (self.state / f"{job}.controller.log").read_text().splitlines()
+        return [(float(when), event) for when, _, event in (line.partition(" ") for line in lines)
+                if when.replace(".", "", 1).isdigit()]
+
+    def event_time(self, job: str, event: str) -> float:
+        """When the controller logged `event` (the first time)."""
+        times = [when for when, logged in self.events(job) if logged == event or logged.startswith(event + " ")]
+        assert times, f"no {event!r} in {self.events(job)}"
+        return times[0]
+
+    def time_up_when_ready(self, job: str, ready: str = "task.ready") -> None:
+        """Once the step's task runs, the job's time is up (fake-timeout): the event, not the clock, decides."""
+        self.wait_for(lambda: (self.dir / ready).exists(), what="the step")
+        self.run("fake-timeout", job)
 
     def records(self, name: str = "") -> list[list[str]]:
         path = self.dir / "rec"
@@ -173,14 +191,14 @@ def fake(tmp_path):
 
 
 def test_slurm_time_signal_and_script_parsers():
-    minutes = fakeslurm.time_minutes
+    minutes = parsers.time_minutes
     assert [minutes(t) for t in ("30", "1:30", "1:00", "2:00:00", "1:00:01", "1-0", "1-2", "1-2:30", "1-0:0:1")] == [
         30, 2, 1, 120, 61, 1440, 1560, 1590, 1441]
     assert [minutes(t) for t in ("0", "-1", "UNLIMITED", "infinite")] == [None] * 4
     for bad in ("", "1h", "1:2:3:4", "1-2-3", "1-2:3:4:5", "a", "1:30:"):
         with pytest.raises(ValueError):
             minutes(bad)
-    parse = fakeslurm.parse_signal
+    parse = parsers.parse_signal
     assert parse("TERM@300") == {"signal": signal.SIGTERM, "time": 300, "batch": False}
     assert parse("B:USR1@90") == {"signal": signal.SIGUSR1, "time": 90, "batch": True}
     assert parse("R:SIGUSR2") == {"signal": signal.SIGUSR2, "time": 60, "batch": False}
@@ -189,9 +207,13 @@ def test_slurm_time_signal_and_script_parsers():
         with pytest.raises(ValueError):
             parse(bad)
     script = "#!/bin/sh\n#SBATCH -t 5 --job-name='a b'  # comment\n\n# note\n  #SBATCH --ignored\necho\n#SBATCH -N 2\n"
-    assert fakeslurm.directives(script) == ["-t", "5", "--job-name=a b"]
+    assert parsers.directives(script) == ["-t", "5", "--job-name=a b"]
+    assert parsers.expand("n[08-10],gpu1,127.0.0.[1-2]") == ["n08", "n09", "n10", "gpu1", "127.0.0.1", "127.0.0.2"]
+    assert parsers.parse(["-N2", "-t", "5", "--signal=TERM@1", "--parsable", "x.sh", "-n", "3"], "sbatch") == (
+        {"nodes": "2", "time": "5", "signal": "TERM@1", "parsable": "1"}, ["x.sh", "-n", "3"])
 
 
+@pytest.mark.e2e
 def test_sbatch_is_as_strict_as_the_real_one(fake):
     for options, error in ((["--foo=1"], "unrecognized option '--foo'"), (["-t", "1h"], "Invalid --time"),
                            (["--signal=FOO@10"], "Invalid --signal"), (["--nodes=two"], "Invalid numeric value")):
@@ -209,6 +231,7 @@ def test_sbatch_is_as_strict_as_the_real_one(fake):
     assert fake.output(job) == "from-script\n"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("nodes", [1, 2])
 def test_job_geometry_and_a_step_per_node(fake, nodes):
     job = fake.sbatch('echo "nodes $SLURM_JOB_NODELIST $SLURM_NNODES"\nscontrol show hostnames\n'
@@ -217,23 +240,25 @@ def test_job_geometry_and_a_step_per_node(fake, nodes):
     fake.wait(job)
     hosts = [f"127.0.0.{n}" for n in range(1, nodes + 1)]
     assert fake.output(job).splitlines() == [
-        f"nodes {fakeslurm.hostlist(nodes)} {nodes}", *hosts,
+        f"nodes {parsers.hostlist(nodes)} {nodes}", *hosts,
         *(f"task {n} node {n} {host}" for n, host in enumerate(hosts))]
     assert fake.sacct(job) == [f"{job}|COMPLETED"] and fake.squeue(job) == f"{job}|COMPLETED"
     assert (fake.state / f"{job}.rc").read_text() == "0\n"
     assert f"srun {job} 0 ntasks={nodes} nodes={nodes}" in "\n".join(fake.calls(job))
 
 
+@pytest.mark.e2e
 def test_time_limit_ends_the_job_timeout_sigterm_then_sigkill_after_killwait(fake):
-    # one SLURM minute = 2 s, KillWait 1.5 s; the step's task traps SIGTERM and goes on
-    job = fake.sbatch("date +%s.%N > start\nsrun python3 task.py rec task\necho not reached\n",
-                         "-t", "1", FAKE_SLURM_KILL_WAIT="1.5")
+    # The timer itself: one SLURM minute = 2 s, KillWait 1.5 s; the step's task traps SIGTERM and goes on, so the
+    # job does nothing but wait for the limit. Only lower bounds on the controller's own times: a slower machine
+    # delays each event (never brings it earlier), a faster one changes nothing.
+    job = fake.sbatch("srun python3 task.py rec task\necho not reached\n", "-t", "1",
+                      FAKE_SLURM_SECONDS_PER_MINUTE="2", FAKE_SLURM_KILL_WAIT="1.5")
     fake.wait(job)
-    start = float((fake.dir / "start").read_text())
-    terms = [float(r[2]) for r in fake.records("task SIGTERM")]
-    assert terms and 1.8 < terms[0] - start < 3.5, (terms, start)
-    last_beat = float((fake.dir / "task.beat").read_text())
-    assert 1.2 < last_beat - terms[0] < 4, "SIGKILL comes KillWait after SIGTERM"
+    started = fake.event_time(job, f"state {job} RUNNING")
+    assert fake.event_time(job, f"state {job} TIMEOUT") >= started + 2  # -t 1, a minute of 2 s
+    assert fake.event_time(job, f"signal {job} SIGKILL all") >= fake.event_time(job, f"signal {job} SIGTERM all") + 1.5
+    assert fake.records("task SIGTERM")
     assert "stopped" not in (fake.dir / "rec").read_text()
     assert fake.sacct(job) == [f"{job}|TIMEOUT"] and fake.squeue(job) == f"{job}|TIMEOUT"
     assert f"*** JOB {job} ON 127.0.0.1 CANCELLED AT" in fake.output(job)
@@ -244,18 +269,20 @@ def test_time_limit_ends_the_job_timeout_sigterm_then_sigkill_after_killwait(fak
         f"signal {job} SIGTERM all") < calls.index(f"signal {job} SIGKILL all")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signal_children", [False, True])
 def test_warning_signal_reaches_the_steps_tasks_before_the_limit_not_the_batch_shell(fake, signal_children):
-    # a minute of 4 s, --signal=TERM@30: 2 s before the limit. The task ends on it; its child (own session)
-    # gets the signal only with SignalChildrenProcesses=yes, and is killed when the task has exited.
-    script = ("date +%s.%N > start\ntrap 'echo \"batch SIGTERM\" >> rec' TERM\n"
+    # --signal=TERM@30: the time is up once the task runs (fake-timeout), so the warning goes out then and the
+    # limit would come 30 s later. The task ends on it; its child (own session) gets the signal only with
+    # SignalChildrenProcesses=yes, and is killed when the task has exited.
+    script = ("trap 'echo \"batch SIGTERM\" >> rec' TERM\n"
               "srun python3 task.py rec task --child --exit-on-signal 0 &\nwait\nwait\n")
-    job = fake.sbatch(script, "-t", "1", "--signal=TERM@30", FAKE_SLURM_SECONDS_PER_MINUTE="4",
-                         FAKE_SLURM_SIGNAL_CHILDREN=str(int(signal_children)))
+    job = fake.sbatch(script, "-t", "1", "--signal=TERM@30", FAKE_SLURM_SIGNAL_CHILDREN=str(int(signal_children)))
+    fake.time_up_when_ready(job)
     fake.wait(job)
-    start = float((fake.dir / "start").read_text())
     terms = fake.records("task SIGTERM")
-    assert len(terms) == 1 and 1.5 < float(terms[0][2]) - start < 3.5, (terms, start)
+    assert len(terms) == 1 and float(terms[0][2]) >= fake.event_time(job, f"time-up {job}"), terms
+    assert f"time-up {job} limit in 30s" in [event for _, event in fake.events(job)]
     assert not fake.records("batch")
     assert bool(fake.records("child SIGTERM")) == signal_children
     child = int((fake.dir / "task.children").read_text())
@@ -264,33 +291,36 @@ def test_warning_signal_reaches_the_steps_tasks_before_the_limit_not_the_batch_s
     assert f"signal {job} SIGTERM steps" in fake.calls(job)
 
 
+@pytest.mark.e2e
 def test_a_shell_task_takes_the_warning_signal_and_the_command_it_runs_dies_with_the_step(fake):
     # as in the jobstep plugin's `srun -n1 ... sh -s`: the signal reaches the task, the shell, which dies of it
     # without passing it on; the step's end then kills the command the shell ran, which never saw a SIGTERM
-    job = fake.sbatch("date +%s.%N > start\necho 'python3 task.py rec task' | srun sh -s\n",
-                         "-t", "1", "--signal=TERM@30", FAKE_SLURM_SECONDS_PER_MINUTE="4")
+    job = fake.sbatch("echo 'python3 task.py rec task' | srun sh -s\n", "-t", "1", "--signal=TERM@30")
+    fake.time_up_when_ready(job)
     fake.wait(job)
-    start = float((fake.dir / "start").read_text())
     assert fake.records("task start") and not fake.records("task SIGTERM")
-    assert 1.4 < float((fake.dir / "task.beat").read_text()) - start < 3.5  # killed at the warning
+    calls = fake.calls(job)  # killed at the warning, long before the limit
+    assert f"signal {job} SIGTERM steps" in calls and f"state {job} TIMEOUT" not in calls
     assert "srun: error: 127.0.0.1: task 0: Terminated" in fake.output(job)
     assert fake.sacct(job) == [f"{job}|FAILED"] and (fake.state / f"{job}.rc").read_text() == "143\n"
 
 
+@pytest.mark.e2e
 def test_warning_signal_with_b_reaches_only_the_batch_shell(fake):
     # the shell handles it once `wait` returns: with the step in the foreground it would wait for the step
-    script = ("date +%s.%N > start\ntrap 'echo \"batch SIGUSR1 $(date +%s.%N)\" >> rec; touch stop' USR1\n"
+    script = ("trap 'echo \"batch SIGUSR1 $(date +%s.%N)\" >> rec; touch stop' USR1\n"
               "srun python3 task.py rec task --stop-file stop &\nwait\nwait\n")
-    job = fake.sbatch(script, "-t", "1", "--signal=B:USR1@30", FAKE_SLURM_SECONDS_PER_MINUTE="4")
+    job = fake.sbatch(script, "-t", "1", "--signal=B:USR1@30")
+    fake.time_up_when_ready(job)
     fake.wait(job)
-    start = float((fake.dir / "start").read_text())
     batch = fake.records("batch SIGUSR1")
-    assert len(batch) == 1 and 1.5 < float(batch[0][2]) - start < 3.5
+    assert len(batch) == 1 and float(batch[0][2]) >= fake.event_time(job, f"time-up {job}")
     assert not fake.records("task SIGUSR1") and fake.records("task stopped")
     assert fake.sacct(job) == [f"{job}|COMPLETED"]
     assert f"signal {job} SIGUSR1 batch-shell" in fake.calls(job)
 
 
+@pytest.mark.e2e
 def test_the_end_of_a_step_kills_what_its_task_left(fake):
     script = ("srun python3 task.py rec task --leave\n"
               'for pid in $(cat task.children); do kill -0 $pid 2>/dev/null && echo "alive $pid" || echo dead; done\n')
@@ -302,6 +332,7 @@ def test_the_end_of_a_step_kills_what_its_task_left(fake):
     assert fake.sacct(job) == [f"{job}|COMPLETED"]
 
 
+@pytest.mark.e2e
 def test_preemption_with_requeue_runs_the_batch_script_again(fake):
     script = ("trap 'echo \"batch SIGTERM\" >> rec' TERM\necho \"run $SLURM_RESTART_COUNT\" >> runs\n"
               "echo \"output of run $SLURM_RESTART_COUNT\"\n"
@@ -323,17 +354,19 @@ def test_preemption_with_requeue_runs_the_batch_script_again(fake):
         f"state {job} RUNNING restarts=1") < calls.index(f"ended {job} COMPLETED")
 
 
+@pytest.mark.e2e
 def test_preemption_with_cancel_ends_preempted(fake):
     # the task ignores SIGTERM: SIGTERM at preemption, again when the grace time (1 s) is over, SIGKILL
-    # KillWait (1 s) later
+    # KillWait (1 s) later; lower bounds on the controller's times only (a slow machine delays, never hastens)
     job = fake.sbatch("srun python3 task.py rec task\n")
     fake.wait_for(lambda: (fake.dir / "task.ready").exists(), what="the step")
-    preempted = time.time()
     fake.run("fake-preempt", job, FAKE_SLURM_PREEMPT_MODE="cancel")
     fake.wait(job)
-    terms = [float(r[2]) for r in fake.records("task SIGTERM")]
-    assert len(terms) >= 2 and terms[0] - preempted < 1 and 0.8 < terms[-1] - preempted < 2.5, (terms, preempted)
-    assert 1.7 < float((fake.dir / "task.beat").read_text()) - preempted < 4
+    assert len(fake.records("task SIGTERM")) >= 2
+    preempted = fake.event_time(job, f"preempt {job} mode=cancel grace=1")
+    grace_over = fake.event_time(job, f"signal {job} SIGTERM all")
+    assert preempted <= fake.event_time(job, f"signal {job} SIGTERM steps") < grace_over
+    assert grace_over >= preempted + 1 and fake.event_time(job, f"signal {job} SIGKILL all") >= grace_over + 1
     assert fake.sacct(job) == [f"{job}|PREEMPTED"] and fake.squeue(job) == f"{job}|PREEMPTED"
     assert "DUE TO PREEMPTION ***" in fake.output(job)
     assert (fake.state / f"{job}.rc").exists()
@@ -341,6 +374,7 @@ def test_preemption_with_cancel_ends_preempted(fake):
     assert result.returncode == 1 and "not running" in result.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("options", "requeue_default", "allowed"), [
     ([], "1", True), (["--no-requeue"], "1", False), ([], "0", False), (["--requeue"], "0", True),
     (["--open-mode=append"], "1", True)])
@@ -365,6 +399,7 @@ def test_scontrol_requeue_from_inside_the_job(fake, options, requeue_default, al
         assert (fake.dir / "err").read_text() == f"Requested operation is presently disabled for job {job}\n"
 
 
+@pytest.mark.e2e
 def test_scancel_and_what_the_plugin_reads_from_sacct_and_squeue(fake, monkeypatch):
     from snakemake_executor_plugin_slurm.job_status_query import (
         query_job_status,
@@ -400,6 +435,7 @@ def test_scancel_and_what_the_plugin_reads_from_sacct_and_squeue(fake, monkeypat
     assert result.returncode == 1 and "Invalid job id specified" in result.stderr
 
 
+@pytest.mark.e2e
 def test_srun_outside_a_job_or_in_an_ended_one_is_refused(fake):
     result = fake.run("srun", "true", check=False)
     assert result.returncode == 1 and "SLURM_JOB_ID" in result.stderr
