@@ -1,5 +1,5 @@
-"""What the cluster tests share: a copy of the workflow, the fake SLURM first on PATH, a tiny run on top of
-config/cluster.yaml, and a helper that runs the cluster profile on it."""
+"""What the workflow tests share: a copy of the workflow, the fake SLURM first on PATH, the tiny run of .test/config/
+on top of config/cluster.yaml, and a helper that runs the cluster profile on it."""
 
 import json
 import os
@@ -13,25 +13,36 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 FAKE_SLURM = Path(__file__).resolve().parent / "fake_slurm"
 
-# The reduced run of test_workflow.py, on top of config/cluster.yaml: synthetic data instead of the hub, the
-# offline tiny benchmark, the test model, and one CPU rank per node (the nodes have no GPUs).
-TINY_BENCHMARK = {"name": "tiny", "datasets": [
-    {"name": "monash_m3_yearly", "offset": -6, "prediction_length": 6, "num_rolls": 1, "freq": "Y"},
-    {"name": "monash_tourism_quarterly", "offset": -8, "prediction_length": 8, "num_rolls": 1, "freq": "Q"},
-]}
-TINY_CLUSTER = {
-    "run": "ci",
-    "data": {"source": "synth",
-             "synth": {"kind": "mix", "num_series": 200, "min_length": 200, "max_length": 600, "seed": 0}},
-    # no fev tasks: config/cluster.yaml's fev-bench mini reads the hub, which tests cannot reach
-    "benchmark": {"config": "tiny-benchmark.yaml", "offline": True, "fev": None},
-    "stage1": {"config": "config/training/chronos2-test.yaml",
-               "overrides": {"max_steps": 6, "save_steps": 3, "log_steps": 3, "context_length": 128,
-                             "model.d_model": 64, "model.d_ff": 128, "model.d_kv": 16}},
-    "stage2": {"config": "config/training/chronos2-test.yaml", "context_length": 256,
-               "overrides": {"max_steps": 4, "save_steps": 2, "log_steps": 2}},
-    "launch": {"processes_per_node": 1, "use_cpu": True, "cpu_threads_per_process": 1},
-}
+# The tiny run (.test/config/config.yaml, the one test_workflow.py runs) on the cluster profile: config/cluster.yaml
+# below it, .test/config/cluster.yaml above (synthetic data, no fev tasks, CPU ranks). A --configfile replaces the
+# profile's `configfiles`, so every file is named.
+CLUSTER_CONFIGFILES = ["config/config.yaml", "config/cluster.yaml", ".test/config/config.yaml",
+                       ".test/config/cluster.yaml"]
+# A test's own changes to the tiny run, written into the copy of the workflow: named last when present.
+TEST_OVERLAY = "tiny-cluster.yaml"
+
+
+def tiny_cluster_config() -> dict:
+    """What the .test files lay over config/cluster.yaml, merged as Snakemake merges config files (key by key):
+    a base for a test's own overlay."""
+    from snakemake.utils import update_config
+
+    merged: dict = {}
+    for name in CLUSTER_CONFIGFILES[2:]:
+        update_config(merged, yaml.safe_load((REPO / name).read_text()))
+    return merged
+
+
+TINY_CLUSTER = tiny_cluster_config()
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", ".test")
+
+
+def copy_workflow(workdir: Path) -> Path:
+    """The workflow and its configs (the tiny run's included) in a folder of its own, where results/ goes."""
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    return workdir
 
 
 def submitted_jobs(state: Path) -> list[dict]:
@@ -41,13 +52,8 @@ def submitted_jobs(state: Path) -> list[dict]:
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    workdir = tmp_path / "repo"
-    workdir.mkdir()
-    for name in ("Snakefile", "workflow", "config", "profiles"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
-    (workdir / "tiny-cluster.yaml").write_text(yaml.safe_dump(TINY_CLUSTER))
-    (workdir / "tiny-benchmark.yaml").write_text(yaml.safe_dump(TINY_BENCHMARK))
+    (tmp_path / "repo").mkdir()
+    workdir = copy_workflow(tmp_path / "repo")
     state = tmp_path / "slurm"
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
     env.update({
@@ -62,12 +68,11 @@ def cluster(tmp_path: Path):
 
 
 def run_profile(workdir: Path, env: dict, *targets: str, retries: int = 0) -> subprocess.CompletedProcess:
-    """The cluster profile on the tiny run. A --configfile on the command line replaces the profile's
-    `configfiles`, so name all three; the status checks start after 1 s instead of 40 s (the fake jobs take
-    seconds)."""
+    """The cluster profile on the tiny run (and the test's TEST_OVERLAY). The status checks start after 1 s
+    instead of 40 s (the fake jobs take seconds)."""
     return subprocess.run(
         ["snakemake", "--profile", "profiles/a100-cluster", *(targets or ["all"]),
-         "--configfiles", "config/config.yaml", "config/cluster.yaml", "tiny-cluster.yaml",
+         "--configfiles", *CLUSTER_CONFIGFILES, *([TEST_OVERLAY] if (workdir / TEST_OVERLAY).exists() else []),
          "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
          "--retries", str(retries)],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)

@@ -2,29 +2,19 @@
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.workflow.conftest import REPO, copy_workflow
+from tsm.layout import SEASONAL_NAIVE
 
-TINY_BENCHMARK = {"name": "tiny", "datasets": [
-    {"name": "monash_m3_yearly", "offset": -6, "prediction_length": 6, "num_rolls": 1, "freq": "Y"},
-    {"name": "monash_tourism_quarterly", "offset": -8, "prediction_length": 8, "num_rolls": 1, "freq": "Q"},
-]}
-TINY = {
-    "run": "ci",
-    "benchmark": {"config": "tiny-benchmark.yaml", "offline": True},
-    "data": {"synth": {"kind": "mix", "num_series": 200, "min_length": 200, "max_length": 600, "seed": 0}},
-    "stage1": {"config": "config/training/chronos2-test.yaml",
-               "overrides": {"max_steps": 6, "save_steps": 3, "log_steps": 3, "context_length": 128,
-                             "model.d_model": 64, "model.d_ff": 128, "model.d_kv": 16}},
-    "stage2": {"config": "config/training/chronos2-test.yaml", "context_length": 256,
-               "overrides": {"max_steps": 4, "save_steps": 2, "log_steps": 2}},
-}
+# The tiny run every rule runs in (on top of config/config.yaml): .test/config/, as snakemake-workflows keep theirs.
+TINY = ".test/config/config.yaml"
+TINY_CONFIG = yaml.safe_load((REPO / TINY).read_text())
+CLUSTER_ENV = {"TSM_SLURM_PARTITION": "gpuq", "TSM_SLURM_ACCOUNT": "acc", "TSM_SLURM_CPU_PARTITION": "cpuq"}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -36,12 +26,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    for name in ("Snakefile", "workflow", "config", "profiles"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    (tmp_path / "tiny-benchmark.yaml").write_text(yaml.safe_dump(TINY_BENCHMARK))
-    return tmp_path
+    return copy_workflow(tmp_path)
 
 
 def test_dry_run_plans_the_whole_dag(workdir):
@@ -49,7 +34,7 @@ def test_dry_run_plans_the_whole_dag(workdir):
     for rule in ("synth_train", "download_eval", "check_data", "train_stage1", "train_stage2", "evaluate",
                  "evaluate_fev", "report", "all"):
         assert f"rule {rule}:" in out or f"{rule} " in out
-    assert "finetune" not in out
+    assert "finetune" not in out and "benchmark/start.csv" not in out  # pretrain mode: no start model to score
     # the fev twins of the benchmark, ranked in the report beside the published models the config names
     report = planned_job(out, "results/test/report.html")
     assert "results/test/benchmark-fev/stage2-fev-summaries.csv" in report
@@ -60,17 +45,25 @@ def test_dry_run_plans_the_whole_dag(workdir):
     assert "--benchmark config/benchmarks/fev/chronos-zeroshot-offline.yaml" in fev
 
 
-def plan_on_cluster(workdir: Path, nodes: int) -> str:
-    result = subprocess.run(["snakemake", "--profile", "profiles/a100-cluster", "-n", "all"], cwd=workdir,
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TSM_SLURM_PARTITION": "gpuq", "TSM_SLURM_ACCOUNT": "acc",
-                                 "TSM_SLURM_CPU_PARTITION": "cpuq", "TSM_SLURM_NODES": str(nodes)})
+def plan_on_cluster(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """A dry run of the cluster profile with the cluster settings in `env` (TSM_SLURM_...)."""
+    return subprocess.run(["snakemake", "--profile", "profiles/a100-cluster", "-n", "all", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=300, env={**clean_environment(), **env})
+
+
+def clean_environment() -> dict:
+    """This process's environment without cluster settings of its own (the tests set theirs)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(("TSM_SLURM_", "SLURM_"))}
+
+
+def planned_on_cluster(workdir: Path, nodes: int) -> str:
+    result = plan_on_cluster(workdir, **CLUSTER_ENV, TSM_SLURM_NODES=str(nodes))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
 
 def test_cluster_profile_plans_multinode_training_jobs(workdir):
-    out = plan_on_cluster(workdir, 4)
+    out = planned_on_cluster(workdir, 4)
     train = planned_job(out, "results/base/stage1/final-checkpoint")
     # 8 ranks x (4 threads + 4 DataLoader workers of chronos2-base.yaml) + the launcher
     for part in ("nodes=4", "tasks=4", "mpi=srun", "tasks_per_gpu=0", "gres=gpu:8", "slurm_partition=gpuq",
@@ -88,7 +81,7 @@ def test_cluster_profile_plans_multinode_training_jobs(workdir):
 
 
 def test_cluster_profile_plans_one_node_without_mpi(workdir):
-    train = planned_job(plan_on_cluster(workdir, 1), "results/base/stage1/final-checkpoint")
+    train = planned_job(planned_on_cluster(workdir, 1), "results/base/stage1/final-checkpoint")
     assert "nodes=1" in train and "mpi=" not in train and "--ntasks-per-node" not in train
     # its own step inside the executor's, sharing that step's CPUs, so that SLURM's signal reaches it
     assert "srun --overlap --ntasks=1 --cpus-per-task=65 tsm launch --nodes 1 --gpus-per-node 8" in train
@@ -110,6 +103,11 @@ def test_tsmixup_mixes_the_training_corpora_and_takes_its_share_of_windows(workd
         "synth": {"kind": "mix", "num_series": 10, "min_length": 256, "max_length": 512, "seed": 0}}}))
     out = snakemake(workdir, "-n", "all", "--configfile", "hub.yaml").stdout
     assert "tsm data tsmixup" not in out
+    # the hub repository comes from the schema's default: no config names it (nor repeats it)
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert "hub_repo" not in yaml.safe_load((REPO / "config" / "config.yaml").read_text())["data"]
+    repo = schema["properties"]["data"]["properties"]["hub_repo"]["default"]
+    assert f"tsm data download --root results/test/data/hub-train --repo {repo} --dataset a b " in out
     check = next(block for block in out.split("rule ") if block.startswith("check_data:"))
     assert "tsm data check --data results/test/data/hub-train/a results/test/data/hub-train/b " in check
     assert ("--set 'training_data_paths=[results/test/data/hub-train/a,results/test/data/hub-train/b]' "
@@ -143,10 +141,6 @@ def test_finetune_from_random_init_plans_no_start_evaluation(workdir):
     assert "--set random_init=True " in planned_job(out, "results/test/finetune/final-checkpoint")
 
 
-def test_pretrain_mode_plans_no_start_evaluation(workdir):
-    assert "benchmark/start.csv" not in snakemake(workdir, "-n", "all").stdout
-
-
 def planned_job(out: str, output: str) -> str:
     """The dry run's block for the job that writes `output` (from its `rule` line to its shell command)."""
     blocks = out.split("rule ")
@@ -158,40 +152,118 @@ def test_lint_is_clean(workdir):
     assert result.returncode == 0 and "Lints for" not in result.stdout + result.stderr
 
 
-def test_bad_workflow_config_fails_at_parse_time(workdir):
-    (workdir / "bad.yaml").write_text("launch: {num_processes: 0, use_cpu: true, cpu_threads_per_process: 1}\n")
-    result = subprocess.run(["snakemake", "-n", "all", "--configfile", "bad.yaml"], cwd=workdir,
+def refused(workdir: Path, config: dict, *args: str) -> str:
+    """The output of a dry run on `config` (on top of config/config.yaml) that must stop at parse time."""
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(["snakemake", "-n", "all", "--configfile", "bad.yaml", *args], cwd=workdir,
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "num_processes" in result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Building DAG of jobs" not in out, out[-3000:]
+    return out
 
 
-@pytest.mark.slow
+def test_bad_workflow_config_fails_at_parse_time(workdir):
+    out = refused(workdir, {"launch": {"num_processes": 0, "use_cpu": True, "cpu_threads_per_process": 1}})
+    assert "key launch: Additional properties are not allowed ('num_processes' was unexpected)" in out
+
+
+# A whole valid config (the conditional cases replace the workflow config: config/config.yaml has every section)
+WHOLE = {"run": "r", "mode": "pretrain", "data": {"source": "hub", "hub_datasets": ["a"]},
+         "benchmark": {"config": "b.yaml", "offline": True}, "stage1": {"config": "c.yaml"},
+         "stage2": {"config": "c.yaml", "context_length": 32}, "launch": {
+             "mode": "local", "nodes": 1, "processes_per_node": 1, "use_cpu": True, "cpu_threads_per_process": 1}}
+
+
+def whole_without(*keys: str, **changes) -> dict:
+    return {**{key: value for key, value in WHOLE.items() if key not in keys}, **changes}
+
+
+@pytest.mark.parametrize(("config", "key", "why"), [
+    # source: hub trains on hub_datasets: none, or an empty list, is refused naming the pair
+    (whole_without(data={"source": "hub"}), "data", "'hub_datasets' is a required property (data.source: hub"),
+    (whole_without(data={"source": "hub", "hub_datasets": []}), "data.hub_datasets",
+     "[] should be non-empty (data.source: hub trains on"),
+    # source: synth generates the corpus data.synth describes
+    (whole_without(data={"source": "synth"}), "data", "'synth' is a required property (data.source: synth"),
+    # mode: pretrain trains stage1 and stage2; mode: finetune its finetune section
+    (whole_without("stage2"), "(top level)", "'stage2' is a required property (mode: pretrain trains stage1"),
+    (whole_without(mode="finetune"), "(top level)", "'finetune' is a required property (mode: finetune"),
+])
+def test_a_config_breaking_a_conditional_requirement_is_refused(workdir, config, key, why):
+    out = refused(workdir, config, "--replace-workflow-config")
+    assert "workflow config (" in out and f"key {key}: {why}" in out, out[-2000:]
+
+
+def test_bad_cluster_settings_stop_the_plan_naming_each_variable(workdir):
+    result = plan_on_cluster(workdir, **CLUSTER_ENV, TSM_SLURM_TRAIN_MINUTES="90m", TSM_SLURM_NODES="0",
+                             TSM_SLURM_SIGNAL_SECONDS="x")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Building DAG" not in out, out[-3000:]
+    for expected in ("TSM_SLURM_TRAIN_MINUTES='90m': expected a whole number >= 1",
+                     "TSM_SLURM_NODES='0': expected a whole number >= 1",
+                     "TSM_SLURM_SIGNAL_SECONDS='x': expected a whole number >= 1"):
+        assert expected in out, out[-3000:]
+    # whole numbers, but the warning would come before the leg starts
+    result = plan_on_cluster(workdir, **CLUSTER_ENV, TSM_SLURM_TRAIN_MINUTES="60", TSM_SLURM_SIGNAL_SECONDS="3600")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "TSM_SLURM_SIGNAL_SECONDS=3600: expected fewer seconds than" in out, out
+
+
+def test_a_cluster_run_without_partition_or_account_submits_nothing(workdir):
+    """A dry run plans without them (it submits nothing); a real run stops before its first job, naming both."""
+    assert plan_on_cluster(workdir).returncode == 0
+    result = subprocess.run(["snakemake", "--profile", "profiles/a100-cluster", "all"], cwd=workdir,
+                            capture_output=True, text=True, timeout=300, env=clean_environment())
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "environment variable TSM_SLURM_PARTITION and TSM_SLURM_ACCOUNT not set" in out
+    assert not (workdir / "results").exists() and "Submitted" not in out
+
+
+def test_tiny_test_config_plans_every_rule(workdir):
+    """.test/config/config.yaml (the end-to-end run below) plans the default DAG's every rule, small."""
+    out = snakemake(workdir, "-n", "all", "--configfile", TINY).stdout
+    for rule in ("synth_train", "tsmixup_train", "download_eval", "check_data", "train_stage1", "train_stage2",
+                 "evaluate", "evaluate_fev", "report"):
+        assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
+    assert f"--benchmark {TINY_CONFIG['benchmark']['config']} " in out
+    assert f"--benchmark {TINY_CONFIG['benchmark']['fev']['tasks']} " in out
+
+
+@pytest.mark.e2e
 def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
-    snakemake(workdir, "all", "--configfile", "tiny.yaml")
-    run = workdir / "results" / "ci"
+    snakemake(workdir, "all", "--configfile", TINY)
+    run = workdir / "results" / TINY_CONFIG["run"]
     stage1, stage2 = run / "stage1" / "final-checkpoint", run / "stage2" / "final-checkpoint"
+    steps1 = TINY_CONFIG["stage1"]["overrides"]["max_steps"]
+    context1 = TINY_CONFIG["stage1"]["overrides"]["context_length"]
+    context2 = TINY_CONFIG["stage2"]["context_length"]
     log1 = (run / "stage1" / "training.log").read_text()
-    assert "(2 processes" in log1 and "Step 6/6" in log1
-    assert json.loads((stage2 / "config.json").read_text())["chronos_config"]["context_length"] == 256
-    assert "Context length transition: model was 128, training and saving at 256" in (
+    assert "(2 processes" in log1 and f"Step {steps1}/{steps1}" in log1
+    assert json.loads((stage2 / "config.json").read_text())["chronos_config"]["context_length"] == context2
+    assert f"Context length transition: model was {context1}, training and saving at {context2}" in (
         run / "stage2" / "training.log").read_text()
-    for rule in ("synth_train", "download_eval", "check_data", "train_stage1", "train_stage2", "report"):
+    for rule in ("synth_train", "tsmixup_train", "download_eval", "check_data", "train_stage1", "train_stage2",
+                 "report"):
         assert (run / "benchmarks" / f"{rule}.tsv").is_file() and (run / "logs" / f"{rule}.log").is_file()
     import pandas as pd
 
-    for model in ("stage1", "stage2", "seasonal-naive"):
+    benchmark = yaml.safe_load((workdir / TINY_CONFIG["benchmark"]["config"]).read_text())
+    for model in ("stage1", "stage2", SEASONAL_NAIVE):
         scores = pd.read_csv(run / "benchmark" / f"{model}.csv")
         assert list(scores.columns) == ["dataset", "model", "MASE", "WQL", "regime", "regime_reason"]
-        assert len(scores) == 2 and set(scores["regime"]) == {"n.a." if model == "seasonal-naive" else "zero-shot"}
+        assert list(scores["dataset"]) == [dataset["name"] for dataset in benchmark["datasets"]]
+        assert set(scores["regime"]) == {"n.a." if model == SEASONAL_NAIVE else "zero-shot"}
     # stage 2 records stage 1's corpus as inherited: the whole history is in the final model
     provenance = json.loads((stage2 / "training-provenance.json").read_text())
     assert provenance["inherited"][0]["from_stage"] == "stage1" and provenance["corpora"][0]["name"] == "train"
     html = (run / "report.html").read_text()
     assert "WQL" in html and html.count("data:image/png;base64") >= 4 and "https://" not in html
-    # evaluate_fev: every model on the fev twins of the nine datasets, ranked beside published Chronos-Bolt
-    for model in ("stage1", "stage2", "seasonal-naive"):
+    # evaluate_fev: every model on the fev twins of the benchmark's datasets, ranked beside published Chronos-Bolt
+    tasks = yaml.safe_load((workdir / TINY_CONFIG["benchmark"]["fev"]["tasks"]).read_text())["tasks"]
+    for model in ("stage1", "stage2", SEASONAL_NAIVE):
         summaries = pd.read_csv(run / "benchmark-fev" / f"{model}-fev-summaries.csv")
-        assert len(summaries) == 9 and set(summaries["dataset_path"]) == {"autogluon/chronos_datasets"}
+        assert len(summaries) == len(tasks) and set(summaries["dataset_path"]) == {"autogluon/chronos_datasets"}
     assert 'id="leaderboard"' in html and "chronos_bolt_small (published)" in html
 
     from chronos import Chronos2Pipeline
@@ -201,13 +273,23 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
     from tsm.model import build_model
 
     # weights saved by 2 DDP ranks carry the model's own names (no DDP `module.` prefix)
-    fresh = build_model(ModelArchConfig(num_layers=2), 128)
+    fresh = build_model(ModelArchConfig(num_layers=2), context1)
     assert set(load_file(stage1 / "model.safetensors")) == set(fresh.state_dict())
     Chronos2Pipeline.from_pretrained(stage2).predict_quantiles([__import__("torch").randn(300)], prediction_length=8)
 
+    # snakemake --report on the finished run: every report() output with its caption (workflow/report/*.rst)
+    snakemake(workdir, "all", "--configfile", TINY, "--report", "snakemake-report.html")
+    report = (workdir / "snakemake-report.html").read_text()
+    for caption in ("Benchmark scores of", "The data checks of the training corpora", "report of run"):
+        assert caption in report, caption
+
+    # -R train_stage2 plans stage 2 and what follows from it, not stage 1; run, stage 2 alone is redone
+    plan = snakemake(workdir, "-n", "-R", "train_stage2", "all", "--configfile", TINY).stdout
+    planned = {line.split()[0] for line in plan.split("Job stats:")[1].split("total")[0].splitlines()[3:] if line}
+    assert planned == {"train_stage2", "evaluate", "evaluate_fev", "report", "all"}, plan[-2000:]
     before1 = (stage1 / "model.safetensors").stat().st_mtime_ns
     before2 = (stage2 / "model.safetensors").stat().st_mtime_ns
-    result = snakemake(workdir, "-R", "train_stage2", "all", "--configfile", "tiny.yaml")
+    result = snakemake(workdir, "-R", "train_stage2", str(stage2.relative_to(workdir)), "--configfile", TINY)
     rerun = result.stdout + result.stderr
     assert "rule train_stage1:" not in rerun and "rule train_stage2:" in rerun
     assert (stage1 / "model.safetensors").stat().st_mtime_ns == before1  # stage 1 untouched

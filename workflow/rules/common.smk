@@ -2,15 +2,41 @@
 # No line here may hold the word rule with a colon after it, or snakemake --lint reports rules mixed with functions.
 import functools
 import os
+import re
 import shlex
 
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
 from tsm.hub import is_local_model
+from tsm.layout import SEASONAL_NAIVE
+
+
+def config_error(error):
+    """The schema's finding in one line: the config files, the key, what is wrong, and (for a key one setting
+    requires of another) the schema's reason."""
+    finding = error.__cause__ or error.__context__  # snakemake's validate raises from jsonschema's finding
+    if not hasattr(finding, "absolute_path"):
+        return error
+    key = ".".join(str(part) for part in finding.absolute_path) or "(top level)"
+    conditional = "then" in finding.absolute_schema_path  # an if/then pair: its description says why
+    reason = finding.schema.get("description") if conditional and isinstance(finding.schema, dict) else None
+    files = ", ".join(str(path) for path in workflow.configfiles)
+    return WorkflowError(f"workflow config ({files}), key {key}: {finding.message}" + (f" ({reason})" if reason else ""))
+
+
+# Before anything reads the config: fills the schema's defaults in and refuses a bad config here, at parse
+# time, naming the key.
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as error:
+    raise config_error(error) from None
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
 BENCHMARK = config["benchmark"]["config"]
 BENCHMARK_DATA = f"{RESULTS}/data/benchmarks"
-FEV = config["benchmark"].get("fev") or {}  # fev tasks scored beside the benchmark (benchmark-fev/); {}: off
+FEV = config["benchmark"]["fev"] or {}  # fev tasks scored beside the benchmark (benchmark-fev/); {}: off
 # The trained models of this run: two pretraining stages, or one fine-tuning stage.
 STAGES = ["finetune"] if config["mode"] == "finetune" else ["stage1", "stage2"]
 
@@ -20,7 +46,7 @@ def training_data():
 
 
 def tsmixup_config():
-    return config["data"].get("tsmixup")
+    return config["data"]["tsmixup"]
 
 
 def source_corpora(root=None):
@@ -88,7 +114,9 @@ def start_model():
 
 START_MODEL = start_model()
 # Scored on the benchmark (benchmark/{name}.csv): the trained stages, the start of a fine-tune, the baseline.
-EVALUATED = [*STAGES, *(["start"] if START_MODEL else []), "seasonal-naive"]
+EVALUATED = [*STAGES, *(["start"] if START_MODEL else []), SEASONAL_NAIVE]
+# What evaluate's {model} may be: a stage, the fine-tune's start, the baseline (a name, never a regex).
+EVALUATED_MODEL_PATTERN = "|".join(re.escape(name) for name in ["stage1", "stage2", "finetune", "start", SEASONAL_NAIVE])
 
 
 def start_model_input(wildcards=None):
@@ -97,7 +125,7 @@ def start_model_input(wildcards=None):
 
 
 def evaluated_model_input(wildcards):
-    if wildcards.model == "seasonal-naive":
+    if wildcards.model == SEASONAL_NAIVE:
         return []
     if wildcards.model == "start":
         return start_model_input()
@@ -108,15 +136,69 @@ def evaluated_model(wildcards):
     """What `tsm evaluate --model` gets for a benchmark/{model}.csv."""
     if wildcards.model == "start":
         return START_MODEL
-    return "seasonal-naive" if wildcards.model == "seasonal-naive" else final_model(wildcards.model)
+    return SEASONAL_NAIVE if wildcards.model == SEASONAL_NAIVE else final_model(wildcards.model)
 
 
 def final_model(stage):
     return f"{RESULTS}/{stage}/final-checkpoint"
 
 
+def slurm_setting(name, default, problems, minimum=1):
+    """A whole-number cluster setting from the environment (profiles/a100-cluster); a bad value is added to
+    `problems` (and the default stands in) so that every bad variable is named at once."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not re.fullmatch(r"[+-]?\d+", value) or int(value) < minimum:
+        problems.append(f"{name}={value!r}: expected a whole number >= {minimum}")
+        return default
+    return int(value)
+
+
+def slurm_environment():
+    """The cluster settings of the environment, checked as the config is when the run goes to SLURM (launch.mode
+    slurm; they are ignored otherwise): training nodes, a training leg's time limit in minutes, the warning
+    signal's lead in seconds (shorter than the limit). A bad value stops the workflow at parse time, with one
+    message naming each bad variable, instead of reaching sbatch or srun."""
+    launch = config["launch"]
+    if launch["mode"] != "slurm":
+        return {}
+    problems = []
+    settings = {
+        "nodes": slurm_setting("TSM_SLURM_NODES", launch["nodes"], problems),
+        "train_minutes": slurm_setting("TSM_SLURM_TRAIN_MINUTES", 2880, problems),
+        "signal_seconds": slurm_setting("TSM_SLURM_SIGNAL_SECONDS", 300, problems),
+        "cpu_partition": os.environ.get("TSM_SLURM_CPU_PARTITION", "").strip() or None,
+    }
+    if not problems and settings["signal_seconds"] >= settings["train_minutes"] * 60:
+        problems.append(
+            f"TSM_SLURM_SIGNAL_SECONDS={settings['signal_seconds']}: expected fewer seconds than a training leg's"
+            f" limit (TSM_SLURM_TRAIN_MINUTES={settings['train_minutes']}), or the ranks get no warning before"
+            " SLURM ends them"
+        )
+    if problems:
+        raise WorkflowError("cluster settings in the environment (profiles/a100-cluster): " + "; ".join(problems))
+    return settings
+
+
+SLURM = slurm_environment()
+
+
+def check_slurm_submission():
+    """Before the first job is submitted (onstart: a dry run plans without them): sbatch needs a partition and
+    an account, which the cluster profile takes from TSM_SLURM_PARTITION and TSM_SLURM_ACCOUNT."""
+    if config["launch"]["mode"] != "slurm" or workflow.executor_plugin.name != "slurm":
+        return
+    missing = [name for name in ("TSM_SLURM_PARTITION", "TSM_SLURM_ACCOUNT") if not os.environ.get(name, "").strip()]
+    if missing:
+        raise WorkflowError(
+            f"environment variable {' and '.join(missing)} not set: profiles/a100-cluster submits every job with"
+            " sbatch -p $TSM_SLURM_PARTITION -A $TSM_SLURM_ACCOUNT (export them, e.g. TSM_SLURM_PARTITION=gpu)"
+        )
+
+
 def slurm_nodes():
-    return int(os.environ.get("TSM_SLURM_NODES", config["launch"]["nodes"]))
+    return SLURM["nodes"]
 
 
 def launch_command(stage):
@@ -160,7 +242,7 @@ def training_cpus(stage):
 
 def cluster_signal_seconds():
     """SLURM's warning: SIGTERM this many seconds before the time limit, to the tasks of the job's steps."""
-    return int(os.environ.get("TSM_SLURM_SIGNAL_SECONDS", 300))
+    return SLURM["signal_seconds"]
 
 
 def training_resources(stage):
@@ -179,7 +261,7 @@ def training_resources(stage):
         "gres": f"gpu:{launch['processes_per_node']}",
         "cpus_per_task": training_cpus(stage),
         "mem_mb": 400_000,
-        "runtime": int(os.environ.get("TSM_SLURM_TRAIN_MINUTES", 2880)),
+        "runtime": SLURM["train_minutes"],
         "tasks": nodes,  # one task per node: its `tsm launch` starts the node's ranks
         "tasks_per_gpu": 0,  # else the plugin adds --ntasks-per-gpu and the script runs once per GPU
         "slurm_extra": extra,
@@ -194,10 +276,8 @@ def training_resources(stage):
 def cpu_job_resources():
     """Light jobs (data checks, evaluation, report) go to $TSM_SLURM_CPU_PARTITION when the cluster has one:
     many sites refuse CPU-only jobs on GPU partitions. Unset: the profile's default, the training partition."""
-    partition = os.environ.get("TSM_SLURM_CPU_PARTITION")
-    if config["launch"]["mode"] != "slurm" or not partition:
-        return {}
-    return {"slurm_partition": partition}
+    partition = SLURM.get("cpu_partition")
+    return {"slurm_partition": partition} if partition else {}
 
 
 def training_params(stage):

@@ -32,7 +32,7 @@ rule download_train:
         directory(f"{RESULTS}/data/hub-train"),
     params:
         datasets=" ".join(config["data"].get("hub_datasets", [])),
-        repo=config["data"].get("hub_repo", "autogluon/chronos_datasets"),
+        repo=config["data"]["hub_repo"],  # its default: the schema's
     conda:
         "../envs/tsm.yaml"
     log:
@@ -65,7 +65,7 @@ rule check_data:
     input:
         train=training_data(),
     output:
-        report=report(f"{RESULTS}/data-checks/report.json", category="Data"),
+        report=report(f"{RESULTS}/data-checks/report.json", caption="../report/data-checks.rst", category="Data"),
         summary=f"{RESULTS}/data-checks/summary.txt",
     params:
         corpora=source_corpora_of_input,

@@ -7,9 +7,9 @@ rule evaluate:
         data=BENCHMARK_DATA,
         model=evaluated_model_input,
     output:
-        report(f"{RESULTS}/benchmark/{{model}}.csv", category="Benchmark"),
+        report(f"{RESULTS}/benchmark/{{model}}.csv", caption="../report/benchmark.rst", category="Benchmark"),
     wildcard_constraints:
-        model="stage1|stage2|finetune|start|seasonal-naive",
+        model=EVALUATED_MODEL_PATTERN,
     params:
         model=evaluated_model,
         benchmark=BENCHMARK,
@@ -37,7 +37,7 @@ rule evaluate_fev:
         scores=f"{RESULTS}/benchmark-fev/{{model}}.csv",
         summaries=f"{RESULTS}/benchmark-fev/{{model}}-fev-summaries.csv",
     wildcard_constraints:
-        model="stage1|stage2|finetune|start|seasonal-naive",
+        model=EVALUATED_MODEL_PATTERN,
     params:
         model=evaluated_model,
         tasks=FEV.get("tasks"),

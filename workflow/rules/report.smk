@@ -9,7 +9,7 @@ rule report:
         checks=f"{RESULTS}/data-checks/report.json",
         data=BENCHMARK_DATA,
     output:
-        report(f"{RESULTS}/report.html", category="Report"),
+        report(f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"),
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output[0]),
         benchmark=BENCHMARK,
