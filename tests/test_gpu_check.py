@@ -44,7 +44,7 @@ def test_the_flop_count_is_torchs_for_a_training_step(rows, width, group):
     assert check.FlopCounter(model, cfg).step(batch, useful=True) < ours
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_gpu_check_runs_the_training_loop_on_cpu(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--steps", "30", "--series", "400"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)

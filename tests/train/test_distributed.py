@@ -21,7 +21,7 @@ LAUNCH = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_
           "--mixed_precision", "no", "--dynamo_backend", "no"]
 CPU_RANKS = {**os.environ, "ACCELERATE_USE_CPU": "true"}
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
@@ -150,7 +150,7 @@ def test_bf16_parameters_see_the_raw_series_in_fp32(tmp_path, ranks):
     assert bf16 == pytest.approx(fp32, rel=0.02)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_non_finite_step_is_skipped_on_sharded_parameters(tmp_path):
     """fused AdamW's found_inf over FSDP2's DTensor parameters: the poisoned steps are skipped on every rank
     and counted once per step, the others train, and the weights stay finite."""

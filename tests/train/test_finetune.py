@@ -155,7 +155,7 @@ def test_longer_context_and_horizon_are_trained_not_only_saved(tmp_path, data, s
     assert config["context_length"] == 256 and config["max_output_patches"] >= 4
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_covariate_that_drives_the_target_is_learned(tmp_path, start):
     # The target is the known-future covariate plus a level: unforecastable from its own past alone.
     rng = np.random.default_rng(1)
@@ -184,7 +184,7 @@ def test_lora_settings_are_checked(tmp_path, data, start):
     assert "LoRA (r=2, alpha=16) on self_attention.q: 1,024 of" in (tmp_path / "z" / "training.log").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_lora_with_validation_on_two_ranks_scores_as_one_process(tmp_path, data, start, strategy):
     """Validation spread over DDP ranks (or run in lockstep under FSDP) sums to one process' numbers, and

@@ -59,8 +59,10 @@ def test_training_reduces_loss(tmp_path, corpus):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-@pytest.mark.parametrize("workers, accum, compiled", [(0, 1, False), (2, 2, False),
-                                                      pytest.param(0, 1, True, marks=pytest.mark.slow)])
+# The default suite resumes in this process with accumulation; data-loader worker processes and compiled blocks
+# (a compile per run) are end-to-end.
+@pytest.mark.parametrize("workers, accum, compiled", [(0, 2, False), pytest.param(2, 2, False, marks=pytest.mark.e2e),
+                                                      pytest.param(0, 1, True, marks=pytest.mark.e2e)])
 def test_resume_gives_the_straight_run(tmp_path, corpus, workers, accum, compiled):
     # Dropout stays on (0.1): equal weights need the RNG, optimizer, schedule and data position restored.
     # Length grouping is on (the test config's), and the resume point falls inside a group.
@@ -101,7 +103,7 @@ def test_context_extension_trains_at_the_new_length(tmp_path, corpus):
     assert max(seen) == 256 // 16 + 1 + 2
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_compiled_blocks_train_as_eager_ones(tmp_path, corpus):
     """torch.compile fuses the blocks' kernels, which reorders float sums only: the first step (same weights, same
     batch) agrees to float32 rounding, and the few steps after stay within a small tolerance."""

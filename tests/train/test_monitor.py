@@ -300,6 +300,7 @@ def _rank_main(rank: int, port: int, tmp: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.e2e
 def test_two_ranks_reduce_once_per_window(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

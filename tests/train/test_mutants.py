@@ -161,7 +161,7 @@ def test_export_best_reloads_a_mid_run_best_lora_checkpoint(tmp_path, lora_start
     assert chosen["beat_start"] and chosen["history"][1]["score"] == chosen["start_score"]  # step 1 tied
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_export_best_reloads_a_mid_run_best_checkpoint_on_two_fsdp_ranks(tmp_path, corpus, lora_start, mode):
     """The reload of a sharded model (and of sharded LoRA adapters), then the full state gathered for the

@@ -1,7 +1,6 @@
 """Crashes, preemption and bad numbers: real processes killed and signalled, real non-finite data."""
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -14,12 +13,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+import tsm.train.loop as loop
 from tests.conftest import random_walks, save_yaml, tiny_config, write_corpus
+from tests.speed import MACHINE_SPEEDS, machine_speed_env
 from tsm.config import ConfigError, TsmError
-from tsm.launch import PREEMPTED_EXIT_CODE
 from tsm.layout import RESOLVED_CONFIG
+from tsm.records import PREEMPTED_EXIT_CODE
 from tsm.train.loop import train
-from tsm.train.reliability import BadStepGuard, is_valid_checkpoint
+from tsm.train.reliability import BadStepGuard, Preempted, is_valid_checkpoint
 
 CPU_RANKS = {**os.environ, "ACCELERATE_USE_CPU": "true"}
 
@@ -44,52 +45,93 @@ def assert_no_partial_checkpoint(out: Path) -> None:
         assert is_valid_checkpoint(path), f"partial checkpoint visible: {path}"
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing(tmp_path, corpus):
-    steps = 300  # enough that 12 short lives cannot finish the run
-    cfg = tiny_config(corpus, tmp_path / "killed", max_steps=steps, save_steps=10, save_total_limit=2, log_steps=1)
+# Where each life of the SIGKILL test is killed: each waits for an event of the run, never for a time, so the test
+# kills at the same points on a machine twice as fast or twice as slow. "saved" lets the run gain a checkpoint.
+KILL_POINTS = ("first step", "mid-write", "saved", "first step", "mid-write", "saved", "mid-write")
+
+
+def newest_valid_checkpoint(out: Path) -> int:
+    steps = [int(c.name.split("-")[1]) for c in out.glob("checkpoint-*") if is_valid_checkpoint(c)]
+    return max(steps, default=0)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("slowdown", MACHINE_SPEEDS, ids=lambda s: f"machine-{s:g}x")
+def test_sigkill_at_any_moment_loses_nothing(tmp_path, corpus, slowdown):
+    """Lives of one run killed with SIGKILL (as the OOM killer or a node failure does) right after their first
+    step, while a checkpoint is being written, and right after one is complete: no partial checkpoint is ever
+    visible, and the run that finishes gives the weights of a run never killed."""
+    save_steps = 4
+    # Each life gains at most a checkpoint or two, so the lives cannot finish the run before they are killed.
+    steps = 2 * save_steps * (len(KILL_POINTS) + 1)
+    cfg = tiny_config(corpus, tmp_path / "killed", max_steps=steps, save_steps=save_steps, save_total_limit=2,
+                      log_steps=1)
     cfg_path = save_yaml(cfg, tmp_path / "killed.yaml")
-    rng = random.Random(0)
-    kills = kills_mid_write = 0
+    env = machine_speed_env(os.environ, slowdown)
     out = Path(cfg.output_dir)
     log = out / "training.log"
+    kills_mid_write = 0
 
-    def new_log_text(offset: int) -> str:
-        return log.read_text()[offset:] if log.exists() else ""
+    def log_text() -> str:
+        return log.read_text() if log.exists() else ""
 
-    while kills < 12:
-        offset = len(log.read_text()) if log.exists() else 0
-        proc = start(cfg_path)
-        # wait until this life trains (the log is shared by all lives; stale temp folders are cleared at start)
-        assert wait_for(lambda o=offset, p=proc: "Step" in new_log_text(o) or p.poll() is not None)
-        if kills % 2:  # every other kill lands while a checkpoint is being written
+    for point in KILL_POINTS:
+        offset, resumed_from = len(log_text()), newest_valid_checkpoint(out)
+        proc = start(cfg_path, env=env)
+        # this life trains (the log is shared by all lives; stale temp folders are cleared at start)
+        trains = wait_for(lambda o=offset, p=proc: "Step " in log_text()[o:] or p.poll() is not None)
+        if point == "mid-write":
             wait_for(lambda p=proc: any(out.glob(".tmp-checkpoint-*")) or p.poll() is not None)
-        elif kills == 10:  # on a loaded machine lives can die before any save: let one checkpoint finish
-            wait_for(lambda p=proc: any(is_valid_checkpoint(c) for c in out.glob("checkpoint-*"))
-                     or p.poll() is not None)
-        else:
-            time.sleep(rng.uniform(0.0, 0.5))
-        mid_write = any(out.glob(".tmp-checkpoint-*"))
-        assert proc.poll() is None, "the run finished before it could be killed: " + proc.communicate()[0][-2000:]
+        elif point == "saved":
+            wait_for(lambda r=resumed_from, p=proc: newest_valid_checkpoint(out) > r or p.poll() is not None)
+        assert trains and proc.poll() is None, f"life {point!r} ended before its kill: {proc.communicate()[0][-2000:]}"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        kills += 1
-        kills_mid_write += mid_write
+        # a temporary folder left behind proves the kill landed mid-write (the next life clears it)
+        kills_mid_write += any(out.glob(".tmp-checkpoint-*"))
         assert_no_partial_checkpoint(out)
-    final = start(cfg_path)
+    assert kills_mid_write >= 1 and newest_valid_checkpoint(out) >= save_steps, (kills_mid_write, list(out.iterdir()))
+    final = start(cfg_path, env=env)
     output = final.communicate(timeout=600)[0]
     assert final.returncode == 0, output[-3000:]
     assert "Resumed from" in output
-    assert kills >= 10 and kills_mid_write >= 1, (kills, kills_mid_write)
     assert_no_partial_checkpoint(out)
 
-    straight = tiny_config(corpus, tmp_path / "straight", max_steps=steps, save_steps=10, save_total_limit=2)
+    straight = tiny_config(corpus, tmp_path / "straight", max_steps=steps, save_steps=save_steps, save_total_limit=2)
     train(straight)
     a = load_file(out / "final-checkpoint" / "model.safetensors")
     b = load_file(Path(straight.output_dir) / "final-checkpoint" / "model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
 
 
+def test_sigterm_mid_run_checkpoints_that_step_and_the_rerun_resumes(tmp_path, corpus, monkeypatch):
+    """The preemption logic in this process: SIGTERM arrives during step 3 (sent by the real step itself, so at the
+    same point on any machine); the run finishes that step, writes its checkpoint and stops; the rerun resumes."""
+    signalled_at = 3
+    real_step = loop.train_step
+
+    def step_then_sigterm(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        if args[-1] == signalled_at:  # train_step(model, data, optimizer, scheduler, accelerator, cfg, guard, step)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(loop, "train_step", step_then_sigterm)  # train() looks it up at each step
+    handler_before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    cfg = tiny_config(corpus, out, max_steps=20, save_steps=100, log_steps=1)
+    with pytest.raises(Preempted, match=f"preempted at step {signalled_at}: checkpoint-{signalled_at} written"):
+        train(cfg)
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # the run gives the handler back
+    assert [c.name for c in out.glob("checkpoint-*")] == [f"checkpoint-{signalled_at}"]  # save_steps=100: its own
+    assert is_valid_checkpoint(out / f"checkpoint-{signalled_at}")
+    assert "Received SIGTERM" in (out / "training.log").read_text()
+    monkeypatch.setattr(loop, "train_step", real_step)
+    train(tiny_config(corpus, out, max_steps=signalled_at + 2, save_steps=100, log_steps=1))
+    assert f"at step {signalled_at}" in (out / "training.log").read_text() and (out / "final-checkpoint").is_dir()
+
+
+@pytest.mark.e2e
 def test_sigterm_checkpoints_exits_75_and_the_rerun_resumes(tmp_path, corpus):
     cfg = tiny_config(corpus, tmp_path / "run", max_steps=400, save_steps=1000, log_steps=1)
     cfg_path = save_yaml(cfg, tmp_path / "run.yaml")
@@ -109,7 +151,7 @@ def test_sigterm_checkpoints_exits_75_and_the_rerun_resumes(tmp_path, corpus):
     assert f"at step {stopped_at}" in rerun.stderr and (out / "final-checkpoint").is_dir()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigusr1_with_two_ranks(tmp_path, corpus):
     cfg = tiny_config(corpus, tmp_path / "run", max_steps=400, save_steps=1000, log_steps=1)
     cfg_path = save_yaml(cfg, tmp_path / "run.yaml")
