@@ -13,9 +13,16 @@ import time
 import pytest
 
 import tsm.train
-from tests.speed import HOOK_DIR, MACHINE_SPEEDS, STEP_SLOWDOWN, machine_speed_env
+from tests.speed import (
+    HOOK_DIR,
+    MACHINE_SPEEDS,
+    STATUS_INTERVAL,
+    STEP_SLOWDOWN,
+    machine_speed_env,
+    status_interval_env,
+)
 
-FINDER = "_PatchTrainStepOnImport"
+FINDER = "_PatchOnImport"
 # What a spawned process has installed at start-up; it imports nothing of tsm (or torch), so it is quick.
 PROBE = "import sys; print(' '.join(type(finder).__name__ for finder in sys.meta_path))"
 
@@ -73,3 +80,16 @@ def test_a_wrapped_step_takes_the_slowdown_times_its_own_duration(hook):
     assert module._slowed(step)(0.05) == "result"
     took = time.perf_counter() - began
     assert 2 * own[0] <= took < 2 * own[0] + 5.0
+
+
+def test_the_slurm_plugin_checks_status_at_the_fixed_interval_without_backing_off():
+    """The plugin sets its next interval after each status check (+10 s while no job finished); under the hook the
+    property reads the fixed interval whatever was set."""
+    probe = ("from snakemake_executor_plugin_slurm import Executor; e = object.__new__(Executor); "
+             "e.next_seconds_between_status_checks = 180; print(e.next_seconds_between_status_checks)")
+    env = {k: v for k, v in os.environ.items() if k != STATUS_INTERVAL}
+    for spawned, expected in ((env, "180"), (status_interval_env(env, 1), "1.0")):
+        result = subprocess.run([sys.executable, "-c", probe], env=spawned, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split()[-1] == expected

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.speed import status_interval_env
+
 REPO = Path(__file__).resolve().parents[2]
 FAKE_SLURM = Path(__file__).resolve().parent / "fake_slurm"
 
@@ -69,13 +71,13 @@ def cluster(tmp_path: Path):
 
 def run_profile(workdir: Path, env: dict, *targets: str, retries: int = 0) -> subprocess.CompletedProcess:
     """The cluster profile on the tiny run (and the test's TEST_OVERLAY). The status checks start after 1 s
-    instead of 40 s (the fake jobs take seconds)."""
+    instead of 40 s and come every second, without the plugin's backoff (the fake jobs take seconds)."""
     return subprocess.run(
         ["snakemake", "--profile", "profiles/a100-cluster", *(targets or ["all"]),
          "--configfiles", *CLUSTER_CONFIGFILES, *([TEST_OVERLAY] if (workdir / TEST_OVERLAY).exists() else []),
          "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
          "--retries", str(retries)],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
+        cwd=workdir, env=status_interval_env(env, 1), capture_output=True, text=True, timeout=1200)
 
 
 def rule_logs(run: Path) -> str:
