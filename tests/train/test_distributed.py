@@ -21,7 +21,6 @@ LAUNCH = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_
           "--mixed_precision", "no", "--dynamo_backend", "no"]
 CPU_RANKS = {**os.environ, "ACCELERATE_USE_CPU": "true"}
 
-pytestmark = pytest.mark.e2e
 
 
 def run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
@@ -30,6 +29,8 @@ def run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     return result
 
 
+# The parity tests stay in the default suite: DDP and FSDP2 can only be tested with real ranks, and one launch of
+# 2 ranks (every setup in turn) and one reference process serve all five.
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, Path]:
     two_ranks = tmp_path_factory.mktemp("two_ranks")
@@ -95,6 +96,7 @@ def test_accumulation_on_two_ranks_is_one_step_on_the_whole_batch(runs, setup):
         torch.testing.assert_close(state["grads"][name], g, rtol=1e-4, atol=1e-5 * largest, msg=name)
 
 
+@pytest.mark.e2e
 def test_fsdp_checkpoint_resumes_on_two_ranks_and_in_one_process(tmp_path, corpus):
     def train_cmd(out: Path, *extra: str) -> list[str]:
         return ["--config", str(TEST_CONFIG), "--set", f"training_data_paths=[{corpus}]", "--set", "probability=null",
@@ -120,6 +122,7 @@ def test_fsdp_checkpoint_resumes_on_two_ranks_and_in_one_process(tmp_path, corpu
     assert (single / "final-checkpoint" / "model.safetensors").is_file()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("ranks", [2, 1])
 def test_bf16_parameters_see_the_raw_series_in_fp32(tmp_path, ranks):
     """Series at level 1e4 with a std of 10: bf16's spacing at 1e4 is 64, so a cast of the raw inputs before

@@ -41,11 +41,12 @@ class Controller:
         self.info = job(job_id)
         self.pending_cancel = False
 
-    def log(self, line: str) -> None:
+    def log(self, line: str, at: float | None = None) -> None:
         """Into calls.log, and with its time into J.controller.log (this process's output): tests read when
-        an event came from there, after the fact, instead of timing it themselves."""
+        an event came from there, after the fact, instead of timing it themselves. `at`: when it happened, if
+        before this loop noticed it (a preemption is requested by another process; its grace counts from then)."""
         log_call(line)
-        print(f"{time.time():.3f} {line}", flush=True)
+        print(f"{time.time() if at is None else at:.3f} {line}", flush=True)
 
     def main(self) -> int:
         set_subreaper()
@@ -131,7 +132,7 @@ class Controller:
                       finished=None, exit=None, requeue=False, why=None, final=None, preempt=None,
                       requests=[], reason="None", time_up=None)
             restarts = st.get("restarts", 0)
-        self.log(f"state {self.id} RUNNING restarts={restarts}")
+        self.log(f"state {self.id} RUNNING restarts={restarts}", at=now)  # the limit counts from now
         end = now + limit if limit else None
         env = json.loads(job_file(self.id, ".env.json").read_text())
         env["SLURM_RESTART_COUNT"] = str(restarts)
@@ -196,7 +197,7 @@ class Controller:
                 if time_up is not None and (end is None or time_up + warn_seconds < end):
                     end = time_up + warn_seconds
                     warn_at = None if warned or not warn else time_up
-                    self.log(f"time-up {self.id} limit in {warn_seconds:g}s")
+                    self.log(f"time-up {self.id} limit in {warn_seconds:g}s", at=time_up)
                 if st["state"] == "COMPLETING":  # scancel, scontrol requeue
                     phase, kill_at = "terminating", self.terminate(st["why"])
                     continue
@@ -208,7 +209,7 @@ class Controller:
                 preempt = st.get("preempt")
                 if preempt and not preempt_started:
                     preempt_started = True
-                    self.log(f"preempt {self.id} mode={preempt['mode']} grace={preempt['grace']:g}")
+                    self.log(f"preempt {self.id} mode={preempt['mode']} grace={preempt['grace']:g}", at=preempt["at"])
                     if preempt["grace"] > 0:
                         self.deliver(signal.SIGCONT, "steps")
                         self.deliver(signal.SIGTERM, "steps")
