@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -138,7 +139,63 @@ def test_finetune_from_random_init_plans_no_start_evaluation(workdir):
         "config": "config/training/chronos2-finetune.yaml", "overrides": {"random_init": True}}}))
     out = snakemake(workdir, "-n", "all", "--configfile", "ft.yaml").stdout
     assert "rule finetune:" in out and "benchmark/start.csv" not in out
-    assert "--set random_init=True " in planned_job(out, "results/test/finetune/final-checkpoint")
+    assert "--set random_init=true " in planned_job(out, "results/test/finetune/final-checkpoint")
+
+
+# One stage override of each kind a workflow config holds, as a person writes them (1.0e-5: a float in exponent
+# form). Python's str() of these reached the trainer as "None", "data/bench" (cut at the `#`), "1e-05".
+EVERY_KIND_OF_OVERRIDE = """
+stage1:
+  overrides:
+    save_total_limit: null
+    tf32: false
+    learning_rate: 1.0e-5
+    benchmark_datasets_root: "data/bench #1: root"
+    model_id: "null"
+    lora.target_modules: [self_attention.q, "output #2: layer"]
+    parallelism: {strategy: fsdp, reshard_after_forward: false, gradient_checkpointing: true, torch_compile: "auto"}
+"""
+
+
+def training_argv(job: str) -> list[str]:
+    """The arguments `tsm.train` gets from a dry run's printed shell command of a training job: the line as
+    the shell splits it, from after `-m tsm.train` up to the log redirection."""
+    line = next(line for line in job.splitlines() if "-m tsm.train " in line)
+    words = shlex.split(line)
+    arguments = words[words.index("tsm.train") + 1:]
+    return arguments[:arguments.index(">")]
+
+
+def resolved_value(resolved: dict, key: str):
+    """A dotted override key's value in a resolved training config (top-level monitoring keys are shorthand)."""
+    from tsm.config import MonitorConfig
+
+    if key in MonitorConfig.model_fields:
+        key = f"monitoring.{key}"
+    for part in key.split("."):
+        resolved = resolved[part]
+    return resolved
+
+
+def test_stage_overrides_reach_the_trainer_as_the_workflow_config_holds_them(workdir, monkeypatch):
+    from snakemake.utils import update_config
+
+    from tsm.config import config_from_argv
+
+    (workdir / "kinds.yaml").write_text(EVERY_KIND_OF_OVERRIDE)
+    job = planned_job(snakemake(workdir, "-n", "-p", "all", "--configfile", "kinds.yaml").stdout,
+                      "results/test/stage1/final-checkpoint")
+    # what the trainer is given: the exact command line, parsed by tsm train's own config parsing
+    monkeypatch.chdir(workdir)
+    resolved = config_from_argv(training_argv(job)).model_dump()
+    # the overrides the workflow holds: config/config.yaml's, merged key by key with the file above
+    workflow_config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    update_config(workflow_config, yaml.safe_load(EVERY_KIND_OF_OVERRIDE))
+    overrides = workflow_config["stage1"]["overrides"]
+    assert set(yaml.safe_load(EVERY_KIND_OF_OVERRIDE)["stage1"]["overrides"]) <= set(overrides)
+    for key, value in overrides.items():
+        assert resolved_value(resolved, key) == value, key
+        assert type(resolved_value(resolved, key)) is type(value), key  # null stays None, "null" a string
 
 
 def planned_job(out: str, output: str) -> str:

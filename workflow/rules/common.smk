@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -81,9 +82,17 @@ def training_settings():
             f"probability=[{','.join(repr(w) for w in weights)}]"]
 
 
+def yaml_value(value):
+    """`value` as YAML flow syntax, which tsm's `--set` parses back to the same value: Python's str() would
+    give None for null, cut a string at ` #` and make nested values depend on repr."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), allow_unicode=True)
+    return text.removesuffix("\n...\n").removesuffix("\n")  # a lone scalar ends its document with `...`
+
+
 def stage_settings(stage):
-    """The workflow config's overrides of a stage's training config, as `--set KEY=VALUE` items."""
-    return [f"{key}={value}" for key, value in (config[stage].get("overrides") or {}).items()]
+    """The workflow config's overrides of a stage's training config, as `--set KEY=VALUE` items (each one shell
+    word once shlex.quote'd: overrides() does)."""
+    return [f"{key}={yaml_value(value)}" for key, value in (config[stage].get("overrides") or {}).items()]
 
 
 def overrides(stage):
