@@ -35,6 +35,63 @@ from tsm.records import (
 )
 
 
+class ProcessGroups:
+    """Starts each process as the leader of a process group of its own, so that the test's teardown ends it and
+    everything it started (a supervisor's ranks, their DataLoader workers), however the test ended."""
+
+    def __init__(self) -> None:
+        self.leaders: list[subprocess.Popen] = []
+
+    def start(self, command: list[str], **popen_args) -> subprocess.Popen:
+        leader = subprocess.Popen(command, start_new_session=True, **popen_args)
+        self.leaders.append(leader)
+        return leader
+
+    def run(self, command: list[str], timeout: float, **popen_args) -> subprocess.CompletedProcess:
+        """As subprocess.run(capture_output=True, text=True), but a timeout leaves the group to the teardown."""
+        process = self.start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_args)
+        out, err = process.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+    def end_all(self, grace_s: float = 5.0) -> None:
+        """SIGTERM to every group still alive, then SIGKILL to whatever is left after `grace_s`."""
+        for leader in self.leaders:
+            signal_group(leader, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while any(group_alive(leader) for leader in self.leaders) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for leader in self.leaders:
+            signal_group(leader, signal.SIGKILL)
+            leader.wait()
+            for stream in (leader.stdout, leader.stderr):
+                if stream:
+                    stream.close()
+
+
+def signal_group(leader: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group has already gone
+        os.killpg(leader.pid, signum)
+
+
+def group_alive(leader: subprocess.Popen) -> bool:
+    """Whether any process of the leader's group is still there (the leader is reaped here, else its zombie
+    would keep the group alive)."""
+    leader.poll()
+    try:
+        os.killpg(leader.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def processes():
+    """Processes a test starts, each in its own process group, all ended at teardown."""
+    groups = ProcessGroups()
+    yield groups
+    groups.end_all()
+
+
 @pytest.fixture
 def fake_scontrol(tmp_path, monkeypatch):
     """`scontrol show hostnames LIST` prints one host per line, as SLURM's does."""
@@ -128,13 +185,13 @@ def test_the_leg_state_is_read_from_the_runs_training_summary(tmp_path):
     assert finished_run_folder(["--config", str(tmp_path / "missing.yaml")]) is None  # the ranks will say why
 
 
-def run_supervisor(tmp_path: Path, ranks: list[str], grace: float = 30.0) -> subprocess.Popen:
+def run_supervisor(processes: ProcessGroups, tmp_path: Path, ranks: list[str], grace: float = 30.0) -> subprocess.Popen:
     """A RankSupervisor over small Python "ranks", in a process of its own (it installs signal handlers)."""
     code = (f"import sys; from tsm.launch import RankSupervisor; "
             f"ranks = {ranks!r}; s = RankSupervisor([[sys.executable, '-c', r] for r in ranks], "
             f"[{{'PATH': ''}}] * len(ranks), failure_grace_s={grace}); print(s.run(), flush=True)")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return processes.start([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
 
 
 # A rank that checkpoints on SIGTERM: it writes a file a second later, then exits 75.
@@ -146,8 +203,8 @@ CHECKPOINTING_RANK = ("import signal, sys, time, pathlib; stop = []; "
 
 
 @pytest.mark.e2e
-def test_the_signal_reaches_every_rank_and_the_launcher_waits_for_their_checkpoint(tmp_path):
-    proc = run_supervisor(tmp_path, [CHECKPOINTING_RANK.format(r=r) for r in (0, 1)])
+def test_the_signal_reaches_every_rank_and_the_launcher_waits_for_their_checkpoint(processes, tmp_path):
+    proc = run_supervisor(processes, tmp_path, [CHECKPOINTING_RANK.format(r=r) for r in (0, 1)])
     deadline = time.monotonic() + 60
     while not all((tmp_path / f"ready-{r}").exists() for r in (0, 1)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -159,10 +216,10 @@ def test_the_signal_reaches_every_rank_and_the_launcher_waits_for_their_checkpoi
 
 
 @pytest.mark.e2e
-def test_a_failed_rank_stops_the_others(tmp_path):
+def test_a_failed_rank_stops_the_others(processes, tmp_path):
     stuck = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
     started = time.monotonic()
-    proc = run_supervisor(tmp_path, ["import sys; sys.exit(3)", stuck], grace=1.0)
+    proc = run_supervisor(processes, tmp_path, ["import sys; sys.exit(3)", stuck], grace=1.0)
     out, err = proc.communicate(timeout=60)
     assert out.strip() == "[3, -9]", err  # the rank stuck in a collective is killed after the grace
     assert time.monotonic() - started < 30
@@ -213,7 +270,7 @@ def test_mpirun_mapping_leaves_torchrun_alone_and_needs_an_address_across_nodes(
 
 
 @pytest.mark.e2e
-def test_two_fake_nodes_on_loopback(fake_scontrol, tmp_path, corpus):
+def test_two_fake_nodes_on_loopback(processes, fake_scontrol, tmp_path, corpus):
     """Two `tsm launch` processes, as srun starts one per node, train one model over loopback."""
     out = tmp_path / "run"
     procs = []
@@ -224,7 +281,7 @@ def test_two_fake_nodes_on_loopback(fake_scontrol, tmp_path, corpus):
                "--set", "probability=null", "--output-dir", str(out), "--max-steps", "4", "--set", "log_steps=2",
                "--context-length", "128", "--prediction-length", "32", "--set", "model.d_model=64",
                "--set", "model.d_ff=128", "--set", "model.d_kv=16"]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(processes.start(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     assert "node 1/2, main 127.0.0.1:29617, 2 processes" in outputs[1]
@@ -234,7 +291,7 @@ def test_two_fake_nodes_on_loopback(fake_scontrol, tmp_path, corpus):
 
 
 @pytest.mark.e2e
-def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a_requeue(tmp_path, corpus,
+def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a_requeue(processes, tmp_path, corpus,
                                                                                        recording_scontrol):
     """As slurmstepd delivers `--signal=TERM@T`: SIGTERM to every process of the step (tsm launch, its ranks,
     their workers) at once, periodic saves off. The ranks finish their step and save, tsm launch waits for
@@ -247,7 +304,7 @@ def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a
     env = {**os.environ, "SLURM_JOB_ID": "4242"}
     log = tmp_path / "launch.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = processes.start(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while not re.search(r"Step ([3-9]|\d\d+)/", log.read_text()) and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()[-3000:]
@@ -263,8 +320,8 @@ def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a
     legs = TrainingSummary.read(out).legs
     assert (legs[-1].first_step, legs[-1].last_step, legs[-1].status) == (0, saved[-1], "preempted")
 
-    resumed = subprocess.run([*command[:-2], "--config", str(cfg), "--max-steps", str(saved[-1] + 2)], env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = processes.run([*command[:-2], "--config", str(cfg), "--max-steps", str(saved[-1] + 2)], env=env,
+                            timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     legs = TrainingSummary.read(out).legs
     assert [(leg.first_step, leg.last_step) for leg in legs] == [(0, saved[-1]), (saved[-1], saved[-1] + 2)]
@@ -275,8 +332,8 @@ def test_the_warning_signal_to_the_whole_step_ends_in_a_checkpoint_exit_75_and_a
     weights = (out / "final-checkpoint" / "model.safetensors").read_bytes()
     park_final_checkpoint(out, "4242")
     assert not (out / "final-checkpoint").exists()
-    again = subprocess.run([*command[:-2], "--config", str(cfg), "--max-steps", str(saved[-1] + 2)], env=env,
-                           capture_output=True, text=True, timeout=120)
+    again = processes.run([*command[:-2], "--config", str(cfg), "--max-steps", str(saved[-1] + 2)], env=env,
+                          timeout=120)
     assert again.returncode == 0 and "nothing to train" in again.stderr, again.stderr[-3000:]
     assert (out / "final-checkpoint" / "model.safetensors").read_bytes() == weights
     assert len(TrainingSummary.read(out).legs) == 2  # nothing trained
