@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -95,8 +96,9 @@ def test_tsmixup_mixes_the_training_corpora_and_takes_its_share_of_windows(workd
     share = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["data"]["tsmixup"]["probability"]
     for stage in ("stage1", "stage2"):
         train = planned_job(out, f"results/test/{stage}/final-checkpoint")
-        assert "--set 'training_data_paths=[results/test/data/train,results/test/data/tsmixup]'" in train
-        assert f"--set 'probability=[{1 - share!r},{share!r}]'" in train
+        assert "--set 'training_data_paths=[results/test/data/train, results/test/data/tsmixup]'" in train
+        probability = re.search(r"--set 'probability=(\[[^]]*\])'", train).group(1)
+        assert yaml.safe_load(probability) == [1 - share, share]  # numbers, as YAML reads them back
 
     # hub corpora: one folder per dataset (download_train writes ROOT/<name>/), checked, mixed and trained on
     (workdir / "hub.yaml").write_text(yaml.safe_dump({"data": {
@@ -111,7 +113,7 @@ def test_tsmixup_mixes_the_training_corpora_and_takes_its_share_of_windows(workd
     assert f"tsm data download --root results/test/data/hub-train --repo {repo} --dataset a b " in out
     check = next(block for block in out.split("rule ") if block.startswith("check_data:"))
     assert "tsm data check --data results/test/data/hub-train/a results/test/data/hub-train/b " in check
-    assert ("--set 'training_data_paths=[results/test/data/hub-train/a,results/test/data/hub-train/b]' "
+    assert ("--set 'training_data_paths=[results/test/data/hub-train/a, results/test/data/hub-train/b]' "
             "--set probability=null" in planned_job(out, "results/test/stage1/final-checkpoint"))
 
 

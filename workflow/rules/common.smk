@@ -75,11 +75,12 @@ def training_settings():
     corpora = source_corpora()
     mixup = tsmixup_config()
     if not mixup:
-        return [f"training_data_paths=[{','.join(corpora)}]", "probability=null"]
+        return [f"training_data_paths={yaml_value(corpora)}", "probability=null"]
     share = mixup["probability"]
     weights = [(1.0 - share) / len(corpora)] * len(corpora) + [share]
-    return [f"training_data_paths=[{','.join([*corpora, f'{RESULTS}/data/tsmixup'])}]",
-            f"probability=[{','.join(repr(w) for w in weights)}]"]
+    # As YAML: repr(1e-05) would reach the trainer as a string
+    return [f"training_data_paths={yaml_value([*corpora, f'{RESULTS}/data/tsmixup'])}",
+            f"probability={yaml_value(weights)}"]
 
 
 def yaml_value(value):
