@@ -17,12 +17,12 @@ from tsm.config import TsmError
 from tsm.launch import (
     Geometry,
     combined_exit_status,
-    finished_run_folder,
     main,
     main_port,
     map_mpi_environment,
     rank_environment,
     requeue,
+    run_folder,
     run_progress,
     slurm_geometry,
 )
@@ -32,6 +32,7 @@ from tsm.records import (
     TrainingSummary,
     park_final_checkpoint,
     restore_parked_final_checkpoint,
+    run_has_finished,
 )
 
 
@@ -176,13 +177,14 @@ def test_the_leg_state_is_read_from_the_runs_training_summary(tmp_path):
     """What tsm launch asks between legs, answered from the run folder named by the training arguments."""
     out = tmp_path / "run"
     train_args = ["--config", str(TEST_CONFIG), "--output-dir", str(out)]
-    assert finished_run_folder(train_args) is None and run_progress(train_args) is None  # no summary yet
+    assert run_folder(train_args) == out
+    assert not run_has_finished(out) and run_progress(out) is None  # no summary yet
     running = Leg("2030-01-02T03:04:05+00:00", "2030-01-02T03:05:05+00:00", 6, 6, 1.0, "running")
     TrainingSummary(max_steps=12, legs=[running]).write(out)
-    assert finished_run_folder(train_args) is None and run_progress(train_args) == (6, 6)
+    assert not run_has_finished(out) and run_progress(out) == (6, 6)
     TrainingSummary(max_steps=12, legs=[Leg(**{**vars(running), "last_step": 12, "status": "finished"})]).write(out)
-    assert finished_run_folder(train_args) == out and run_progress(train_args) == (6, 12)
-    assert finished_run_folder(["--config", str(tmp_path / "missing.yaml")]) is None  # the ranks will say why
+    assert run_has_finished(out) and run_progress(out) == (6, 12)
+    assert run_folder(["--config", str(tmp_path / "missing.yaml")]) is None  # the ranks will say why
 
 
 def run_supervisor(processes: ProcessGroups, tmp_path: Path, ranks: list[str], grace: float = 30.0) -> subprocess.Popen:

@@ -202,15 +202,9 @@ def run_folder(train_args: Sequence[str]) -> Path | None:
         return None
 
 
-def finished_run_folder(train_args: Sequence[str]) -> Path | None:
-    """The run's output folder when its training summary says it finished; None otherwise."""
-    run = run_folder(train_args)
-    return run if run is not None and run_has_finished(run) else None
-
-
-def run_progress(train_args: Sequence[str]) -> tuple[int, int] | None:
-    """(first step, last step) of the run's latest leg, from its training summary; None if it has none."""
-    run = run_folder(train_args)
+def run_progress(run: Path | None) -> tuple[int, int] | None:
+    """(first step, last step) of the run's latest leg, from the run folder's training summary; None if it has
+    none."""
     try:
         summary = TrainingSummary.read(run) if run is not None else None
     except (ValueError, OSError) as exc:
@@ -334,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for local in range(geometry.processes_per_machine)]
     supervisor = RankSupervisor([command] * len(envs), envs)
     status = combined_exit_status(supervisor.run())
-    finished = finished_run_folder(train_args) if supervisor.signalled_at is not None else None
+    signalled_finished = supervisor.signalled_at is not None and run is not None and run_has_finished(run)
+    finished = run if signalled_finished else None
     if finished is not None:
         # The warning signal came as the training finished (ranks stopped in their exit count as done). It
         # reached the job's other processes too: the workflow's job step then fails the job and deletes the
@@ -347,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 park_final_checkpoint(finished, job)
             status = PREEMPTED_EXIT_CODE
     if status not in (0, PREEMPTED_EXIT_CODE):
-        print(describe_failure(status, run_progress(train_args)), file=sys.stderr, flush=True)
+        print(describe_failure(status, run_progress(run)), file=sys.stderr, flush=True)
     elif status == PREEMPTED_EXIT_CODE and args.requeue and geometry.machine_rank == 0:
-        requeue(os.environ, run_progress(train_args))
+        requeue(os.environ, run_progress(run))
     return status
