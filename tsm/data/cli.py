@@ -88,6 +88,16 @@ def _download(args: argparse.Namespace) -> int:
     from tsm.data.arrow import DataError
     from tsm.data.download import HubDataset, download
 
+    if args.gift_eval is not None or args.gift_eval_pretrain is not None:  # repos of saved datasets, as they are
+        from tsm.data.download import GIFT_EVAL_PRETRAIN_REPO, GIFT_EVAL_REPO, download_repo_snapshot
+
+        pretrain = args.gift_eval_pretrain is not None
+        repo = GIFT_EVAL_PRETRAIN_REPO if pretrain else GIFT_EVAL_REPO
+        folders = (args.gift_eval_pretrain if pretrain else args.gift_eval) or None
+        state = download_repo_snapshot(repo, args.root, args.revision, folders, force=args.force,
+                                       probe_timeout=args.timeout)
+        print(f"{state:>16}: {repo} -> {args.root}")
+        return 0
     wanted = [HubDataset(args.repo, name, args.revision) for name in args.dataset or []]
     for benchmark in args.benchmark or []:
         wanted += [d for d in args.benchmark_datasets(benchmark, args.repo) if d not in wanted]
@@ -136,6 +146,12 @@ def _add_check_parsers(data_sub: argparse._SubParsersAction, benchmark_datasets:
     d.add_argument("--dataset", nargs="+", help="hub config name(s) to fetch from --repo")
     d.add_argument("--repo", default="autogluon/chronos_datasets", help="hub dataset repo for --dataset")
     d.add_argument("--revision", help="hub revision (commit, tag or branch) for --dataset, for reproducibility")
+    d.add_argument("--gift-eval", nargs="*", metavar="NAME",
+                   help="fetch Salesforce/GiftEval into ROOT as the hub lays it out (one saved folder per name, "
+                        "e.g. m4_yearly, electricity/15T): all of it, or the NAMEs given")
+    d.add_argument("--gift-eval-pretrain", nargs="*", metavar="NAME",
+                   help="fetch Salesforce/GiftEvalPretrain (GIFT-Eval's non-leaking pretraining corpus) into ROOT: "
+                        "all of it, or the NAMEd saved-dataset folders")
     d.add_argument("--force", action="store_true", help="fetch again even when complete")
     d.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub before giving up")
     d.set_defaults(func=_download, benchmark_datasets=benchmark_datasets)

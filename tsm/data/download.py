@@ -147,3 +147,54 @@ def download(wanted: Sequence[HubDataset], root: str | Path, force: bool = False
         download_dataset(dataset, root, force=True, sha=shas[dataset.repo], load=load)
         status[dataset.name] = "downloaded"
     return {d.name: status[d.name] for d in wanted}
+
+
+# ------------------------------------------------------------------------------------------- whole repos
+GIFT_EVAL_REPO = "Salesforce/GiftEval"
+GIFT_EVAL_PRETRAIN_REPO = "Salesforce/GiftEvalPretrain"
+
+
+def saved_dataset_folders(root: str | Path) -> list[Path]:
+    """Every `save_to_disk` folder (one holding state.json and dataset_info.json) under `root`, sorted: how a
+    repo of saved datasets (Salesforce/GiftEval, Salesforce/GiftEvalPretrain) is laid out, at any depth."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob("state.json") if (p.parent / "dataset_info.json").is_file())
+
+
+def download_repo_snapshot(repo: str, root: str | Path, revision: str | None = None,
+                           folders: Sequence[str] | None = None, force: bool = False,
+                           probe_timeout: float = PROBE_TIMEOUT_S) -> str:
+    """Fetch a dataset repo whose files are `save_to_disk` folders (GIFT-Eval's two) into `root` as it is on the
+    hub, once: `folders` limits it to those subfolders. A `tsm_download.json` marker written last lists what
+    it vouches for; a later call with the marker in place (same repo, the folders present) fetches nothing.
+    Returns "downloaded" or "already complete"."""
+    root = Path(root)
+    wanted = sorted(folders) if folders else None
+    marker = read_download_marker(root)
+    if not force and marker is not None and marker.get("repo") == repo and (
+            revision is None or revision in (marker.get("revision"), marker.get("sha"))):
+        held = marker.get("folders") or []
+        if (wanted is None and marker.get("complete_repo")) or (wanted and all(f in held for f in wanted)):
+            if all((root / f).is_dir() for f in (wanted or held)):
+                return "already complete"
+    sha = probe_hub(repo, timeout=probe_timeout)
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"{folder.rstrip('/')}/*" for folder in wanted] if wanted else None
+    try:
+        snapshot_download(repo_id=repo, repo_type="dataset", revision=revision or sha, local_dir=str(root),
+                          allow_patterns=patterns)
+    except Exception as exc:  # lost connection, disk full: the marker is not written, so nothing looks complete
+        raise DataError(f"could not fetch {repo} into {root} ({type(exc).__name__}: {exc}); run again to "
+                        "resume (files already fetched are kept)") from exc
+    found = [str(p.relative_to(root)) for p in saved_dataset_folders(root)]
+    missing = [f for f in wanted or [] if f not in found]
+    if missing:
+        raise DataError(f"{repo} has no saved dataset folder(s) {missing} (found {len(found)}: "
+                        f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''})")
+    previous = (marker or {}).get("folders", []) if (marker or {}).get("repo") == repo else []
+    record = {"repo": repo, "revision": revision, "sha": sha, "complete_repo": wanted is None or bool(
+        (marker or {}).get("complete_repo")), "folders": sorted(set(found) | set(previous)),
+        "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (root / DOWNLOAD_MARKER).write_text(json.dumps(record, indent=2))
+    return "downloaded"

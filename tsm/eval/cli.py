@@ -14,7 +14,14 @@ DEFAULT_REFERENCE = "config/benchmarks/fev/published"  # published fev summaries
 def _evaluate(args: argparse.Namespace) -> int:
     from tsm.eval.benchmark import evaluate, relative_scores, summary_table
     from tsm.eval.fev_tasks import evaluate_fev, is_fev_benchmark
+    from tsm.eval.gift_eval.protocol import is_gift_eval_benchmark
 
+    if is_gift_eval_benchmark(args.benchmark):  # a file with `benchmark: gift-eval`
+        from tsm.eval.gift_eval.command import run_gift_eval
+
+        return run_gift_eval(args)
+    if not args.model:
+        raise TsmError("tsm evaluate: give at least one --model")
     models = list(dict.fromkeys(args.model))  # keep order, drop repeats
     fev_benchmark = is_fev_benchmark(args.benchmark)
     options = dict(batch_size=args.batch_size, device=args.device, series_check=not args.no_series_check)
@@ -106,11 +113,12 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                        description="Forecast each benchmark dataset's windows and score WQL and MASE as the "
                                    f"Chronos papers do; with {SEASONAL_NAIVE} among the models, also write the "
                                    "aggregate relative scores (<output>-relative.csv).")
-    p.add_argument("--model", action="append", required=True,
+    p.add_argument("--model", action="append",
                    help=f"a Chronos-2 checkpoint folder, a hub id, or '{SEASONAL_NAIVE}' (repeat to compare)")
     p.add_argument("--benchmark", required=True,
                    help="tsm benchmark definition (config/benchmarks/lite-offline.yaml) or fev task file "
-                        "(config/benchmarks/fev/fev-bench.yaml, run through fev)")
+                        "(config/benchmarks/fev/fev-bench.yaml, run through fev) or GIFT-Eval file "
+                        "(config/benchmarks/gift-eval.yaml: datasets root laid out as Salesforce/GiftEval)")
     p.add_argument("--datasets-root", default="data/benchmarks",
                    help="folder holding one datasets folder per benchmark dataset (fev tasks: per dataset_config; "
                         "a task not found there is read from the hub)")
@@ -129,6 +137,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-series-check", action="store_true",
                    help="skip searching the model's training corpora for the benchmark's series (tsm leakage); "
                         "it reads the corpora once, ~28M values/s")
+    p.add_argument("--check-seasonal-naive", action="store_true",
+                   help="GIFT-Eval: score the seasonal naive baseline and compare it with the published one "
+                        "configuration by configuration (exit 1 when any differs); run it on the hub's data")
+    p.add_argument("--rtol", type=float, default=1e-3, help="GIFT-Eval: relative tolerance of that check")
     p.set_defaults(func=_evaluate)
     leak = sub.add_parser("leakage", help="find a benchmark's series in training corpora (renamed, converted, cut)",
                           description="Hash every run of 8 consecutive values of each benchmark series and look "
