@@ -62,7 +62,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def evaluated(root, benchmark, tiny_model, tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("out") / "gift.csv"
+    output = tmp_path_factory.mktemp("run") / "gift-eval" / "gift.csv"  # as the workflow's <run>/gift-eval/
     status = main(["evaluate", "--benchmark", str(benchmark), "--datasets-root", str(root), "--model",
                    "seasonal-naive", "--model", str(tiny_model), "--output", str(output), "--batch-size", "4"])
     assert status == 0
@@ -154,9 +154,12 @@ def test_the_leaderboard_is_recomputed_by_hand_for_two_configurations():
         geometric_mase = math.sqrt(expected[(two[0], model)][1] * expected[(two[1], model)][1])
         assert overall.at[model, "CRPS"] == pytest.approx(geometric_crps, rel=1e-12)
         assert overall.at[model, "MASE"] == pytest.approx(geometric_mase, rel=1e-12)
-        ranks = [1 + (expected[(d, model)][0] > expected[(d, other)][0]) for d in two
-                 for other in ("Chronos-2", "TiRex") if other != model]
+        # ranked among the three (the baseline's own CRPS ratio is 1)
+        ranks = [1 + sum(expected[(d, model)][0] > score for score in
+                         [1.0, *(expected[(d, other)][0] for other in ("Chronos-2", "TiRex") if other != model)])
+                 for d in two]
         assert overall.at[model, "average_rank"] == pytest.approx(np.mean(ranks))
+    assert overall.at["Seasonal_Naive", "CRPS"] == 1.0 and overall.at["Seasonal_Naive", "MASE"] == 1.0
     terms = board[board["group"] == "term"]
     assert set(terms["name"]) == {"short", "long"} and set(terms["configurations"]) == {1}
     domains = board[board["group"] == "domain"]
@@ -228,3 +231,16 @@ def test_model_type_and_leakage_follow_the_series_level_check(root, tiny_model, 
                for r in tuned.reasons), tuned.reasons
     hub = leakage_verdict("amazon/chronos-2", configurations, root, labels)
     assert (hub.model_type, hub.testdata_leakage) == ("pretrained", "Unknown")
+
+
+def test_the_report_section_ranks_the_runs_models_and_says_why_not_zero_shot(evaluated, tiny_model):
+    from tsm.report.gift_eval import gift_eval_section
+
+    section = gift_eval_section(evaluated.parent.parent)
+    assert section is not None and section.anchor == "gift-eval"
+    assert "tiny-chronos2: model_type pretrained, testdata_leakage Unknown (not marked zero-shot" in section.body
+    assert "no training-provenance.json; its training data cannot be checked" in section.body
+    assert "Chronos-2 forecast the variates jointly" in section.body
+    assert section.body.count("<h3>Overall</h3>") == 1 and "Seasonal_Naive" in section.body
+    assert "No published model joined" in section.body and section.body.count("data:image/png;base64") == 1
+    assert gift_eval_section(evaluated.parent) is None  # a run without gift-eval/: no section

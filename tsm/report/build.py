@@ -12,6 +12,7 @@ from tsm.atomic import write_text
 from tsm.layout import FINAL_CHECKPOINT
 from tsm.report import datachecks, plots, sections, verdicts
 from tsm.report import html as h
+from tsm.report.gift_eval import gift_eval_section
 from tsm.report.runfiles import (
     STAGES,
     StageRun,
@@ -76,6 +77,7 @@ def build_report(
                      lambda: sections.benchmark_section(results, relative, verdict, run_dir, chosen, tuning)),
             _section("leaderboard", "Leaderboard", lambda: sections.leaderboard_section(
                 results, fev_summaries, [resolve_benchmark(p) for p in reference_results])),
+            *_optional_section("gift-eval", "GIFT-Eval", lambda: gift_eval_section(run_dir)),
             _section("forecasts", "Forecasts",
                      lambda: forecasts_section(stages, benchmark_path, root, series_per_dataset)),
             _section("data-checks", "Data checks", lambda: datachecks.data_checks_section(checks, run_dir)),
@@ -117,6 +119,12 @@ def _section(anchor: str, title: str, build: Callable[[], h.Section]) -> h.Secti
     except Exception as error:  # as above: one broken section must not cost the others
         logger.warning("report: the %s section failed", title, exc_info=True)
         return h.Section(anchor, title, h.note(f"This section could not be built: {type(error).__name__}: {error}"))
+
+
+def _optional_section(anchor: str, title: str, build: Callable[[], h.Section | None]) -> list[h.Section]:
+    """A section only where the run has its part (None from `build`: left out)."""
+    section = _section(anchor, title, lambda: build() or h.Section(anchor, title, ""))
+    return [section] if section.body else []
 
 
 # ---------------------------------------------------------------------------------------------------

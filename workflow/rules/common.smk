@@ -42,7 +42,14 @@ FEV = config["benchmark"]["fev"] or {}  # fev tasks scored beside the benchmark 
 STAGES = ["finetune"] if config["mode"] == "finetune" else ["stage1", "stage2"]
 
 
+def gift_eval_pretrain_root():
+    """Salesforce/GiftEvalPretrain's local copy: the configured one, else what download_gift_eval_pretrain fetches."""
+    return config["data"]["gift_eval_pretrain"].get("root") or f"{RESULTS}/data/gift-eval-pretrain"
+
+
 def training_data():
+    if config["data"]["source"] == "gift-eval-pretrain":
+        return gift_eval_pretrain_root()
     return f"{RESULTS}/data/train" if config["data"]["source"] == "synth" else f"{RESULTS}/data/hub-train"
 
 
@@ -56,6 +63,8 @@ def source_corpora(root=None):
     root = root or training_data()
     if config["data"]["source"] == "synth":
         return [root]
+    if config["data"]["source"] == "gift-eval-pretrain":  # its saved-dataset folders, read as they are
+        return [f"{root}/{name}" for name in config["data"]["gift_eval_pretrain"]["datasets"]]
     return [f"{root}/{name}" for name in config["data"].get("hub_datasets", [])]
 
 

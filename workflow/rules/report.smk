@@ -5,6 +5,7 @@ rule report:
     input:
         evaluations=expand(f"{RESULTS}/benchmark/{{model}}.csv", model=EVALUATED),
         fev=expand(f"{RESULTS}/benchmark-fev/{{model}}-fev-summaries.csv", model=EVALUATED if FEV else []),
+        gift_eval=GIFT_EVAL_OUTPUTS,
         models=[final_model(stage) for stage in STAGES],
         checks=f"{RESULTS}/data-checks/report.json",
         data=BENCHMARK_DATA,

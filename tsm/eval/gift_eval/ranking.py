@@ -77,11 +77,13 @@ def seasonal_naive_check(ours: pd.DataFrame, published: pd.DataFrame, rtol: floa
 
 def normalised_scores(ours: pd.DataFrame, published: pd.DataFrame | None = None,
                       rtol: float = DEFAULT_RTOL) -> pd.DataFrame:
-    """One row per (configuration, model): CRPS and MASE over the seasonal naive's, with `source` (this run or
-    published), domain and term. Published models only where the baseline check agrees."""
+    """One row per (configuration, model): CRPS and MASE over the seasonal naive's (the baseline's own rows: 1),
+    with `source` (this run or published), domain and term. Published models only where the baseline check
+    agrees."""
     if BASELINE not in set(ours["model"]):
         raise ValueError(f"no {BASELINE} rows in this run: evaluate the baseline too (--model seasonal-naive)")
-    frames = [_normalise(ours[ours["model"] != BASELINE], ours[ours["model"] == BASELINE], "this run")]
+    # The baseline ranks too (1 on every configuration), as on the leaderboard.
+    frames = [_normalise(ours, ours[ours["model"] == BASELINE], "this run")]
     if published is not None and len(published):
         check = seasonal_naive_check(ours, published, rtol)
         agreeing = set(check.loc[check["agrees"], "dataset"])
