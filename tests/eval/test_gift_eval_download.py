@@ -42,3 +42,14 @@ def test_a_gift_eval_row_with_variates_of_unequal_length_is_refused(tmp_path):
                                ).save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="row 0's variates have lengths \\[5, 4\\]"):
         _ = GiftEvalDataset(tmp_path, "bad").targets
+
+
+def test_the_command_fetches_nothing_for_a_finished_copy(tmp_path, monkeypatch, capsys):
+    from tsm.cli import main
+
+    write_synthetic_gift_eval(tmp_path, ["m4_yearly"], series_per_set=2)
+    (tmp_path / DOWNLOAD_MARKER).write_text(json.dumps({"repo": "Salesforce/GiftEval", "folders": ["m4_yearly"],
+                                                        "complete_repo": False}))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["data", "download", "--root", str(tmp_path), "--gift-eval", "m4_yearly"]) == 0
+    assert "already complete: Salesforce/GiftEval" in capsys.readouterr().out

@@ -69,3 +69,19 @@ def test_tiny_run_with_gift_eval_through_to_the_report(tmp_path):
     html = (run / "report.html").read_text()
     assert 'id="gift-eval"' in html and "model_type zero-shot, testdata_leakage No" in html
     assert "the leakage check agrees: zero-shot" in html and "https://" not in html
+
+
+def test_the_recipe_config_is_valid_on_top_of_the_cluster_config():
+    """config/gift-eval.yaml over config/config.yaml and config/cluster.yaml, merged as Snakemake merges them,
+    passes the workflow's schema: pretraining on GiftEvalPretrain's folders, all 97 configurations scored."""
+    from snakemake.utils import update_config, validate
+
+    from tests.workflow.conftest import REPO
+
+    merged: dict = {}
+    for name in ("config/config.yaml", "config/cluster.yaml", "config/gift-eval.yaml"):
+        update_config(merged, yaml.safe_load((REPO / name).read_text()))
+    validate(merged, str(REPO / "workflow/schemas/config.schema.yaml"))
+    assert merged["data"]["source"] == "gift-eval-pretrain" and merged["data"]["gift_eval_pretrain"]["datasets"]
+    assert merged["benchmark"]["gift_eval"]["config"] == "config/benchmarks/gift-eval.yaml"
+    assert merged["stage1"]["config"] == "config/training/chronos2-base.yaml" and merged["launch"]["mode"] == "slurm"

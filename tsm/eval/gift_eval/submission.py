@@ -44,15 +44,19 @@ class LeakageVerdict:
 
 def gift_eval_series(configurations: Sequence[Configuration], root: str | Path,
                      labels: dict[Configuration, str]) -> dict[str, list[tuple[np.ndarray, int]]]:
-    """{configuration label: [(one variate's values, test start)]}: what the leakage index takes. Each variate
-    is a series of its own (a corpus may hold it alone)."""
-    series: dict[str, list[tuple[np.ndarray, int]]] = {}
-    datasets: dict[str, GiftEvalDataset] = {}
+    """{dataset: [(one variate's values, test start)]}: what the leakage index takes. Each variate is a series of
+    its own (a corpus may hold it alone); a dataset run at several terms is indexed once, its test region from
+    the earliest test window of any term (labelled by its configurations, '/'-joined terms)."""
+    by_name: dict[str, list[Configuration]] = {}
     for configuration in configurations:
-        dataset = datasets.setdefault(configuration.name, GiftEvalDataset(root, configuration.name))
-        offset = dataset.test_start(configuration.term)
-        series[labels[configuration]] = [(variate, target.shape[1] + offset)
-                                         for target in dataset.targets for variate in target]
+        by_name.setdefault(configuration.name, []).append(configuration)
+    series: dict[str, list[tuple[np.ndarray, int]]] = {}
+    for name, runs in by_name.items():
+        dataset = GiftEvalDataset(root, name)
+        offset = min(dataset.test_start(c.term) for c in runs)  # negative: the longest test region
+        label = labels[runs[0]].rsplit("/", 1)[0] + "/" + "+".join(c.term for c in runs)
+        series[label] = [(variate, max(target.shape[1] + offset, 0)) for target in dataset.targets
+                         for variate in target]
     return series
 
 
