@@ -244,3 +244,26 @@ def test_the_report_section_ranks_the_runs_models_and_says_why_not_zero_shot(eva
     assert section.body.count("<h3>Overall</h3>") == 1 and "Seasonal_Naive" in section.body
     assert "No published model joined" in section.body and section.body.count("data:image/png;base64") == 1
     assert gift_eval_section(evaluated.parent) is None  # a run without gift-eval/: no section
+
+
+def test_univariate_mode_forecasts_each_variate_alone_and_joint_mode_the_item_together(root, tiny_model):
+    from chronos import Chronos2Pipeline
+
+    from tsm.eval.gift_eval.runner import pipeline_forecaster
+
+    pipeline = Chronos2Pipeline.from_pretrained(tiny_model)
+    windows = GiftEvalDataset(root, "ett2/D").test_windows("short")
+    forecast = pipeline_forecaster(pipeline)
+    joint_quantiles, _ = forecast(windows.contexts, windows.horizon, 8, True, 1)
+    alone_quantiles, _ = forecast(windows.contexts, windows.horizon, 8, False, 1)
+    assert joint_quantiles.shape == alone_quantiles.shape == (len(windows.contexts) * 3, len(LEVELS), 30)
+    # univariate: row (item 0, window 0, variate 2) is that variate forecast on its own
+    alone, _ = pipeline.predict_quantiles([torch.tensor(windows.contexts[0][2], dtype=torch.float32)],
+                                          prediction_length=30, quantile_levels=LEVELS)
+    np.testing.assert_allclose(alone_quantiles[2], alone[0][0].T.double().numpy(), rtol=1e-5, atol=1e-6)
+    # joint: the three variates as one group, as predict_quantiles takes a (variates, T) input
+    together, _ = pipeline.predict_quantiles([torch.tensor(windows.contexts[0], dtype=torch.float32)],
+                                             prediction_length=30, quantile_levels=LEVELS)
+    np.testing.assert_allclose(joint_quantiles[:3], together[0].transpose(1, 2).double().numpy(), rtol=1e-5,
+                               atol=1e-6)
+    assert not np.allclose(joint_quantiles, alone_quantiles)  # the group changes the forecast
