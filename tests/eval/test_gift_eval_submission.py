@@ -187,6 +187,11 @@ def test_check_seasonal_naive_exits_non_zero_where_the_figures_differ(root, benc
     check = pd.read_csv(tmp_path / "check-seasonal-naive-check.csv")
     assert list(check["dataset"]) == ["m4_yearly/A/short", "hospital/M/short", "kdd_cup_2018/D/short",
                                       "ett2/D/short"]
+    # without published results there is nothing to check against: refused before any scoring
+    assert main(["evaluate", "--benchmark", str(benchmark), "--datasets-root", str(root), "--check-seasonal-naive",
+                 "--reference-results", "--output", str(tmp_path / "none.csv")]) == 2
+    assert "compares with the published seasonal naive" in capsys.readouterr().err
+    assert not (tmp_path / "none.csv").exists()
 
 
 def write_model_with_corpora(folder: Path, source: Path, corpora: list[Path]) -> Path:

@@ -35,8 +35,12 @@ def run_gift_eval(args: argparse.Namespace) -> int:
                        "--check-seasonal-naive")
     try:
         spec = load_benchmark_spec(args.benchmark)
-        results = evaluate_gift_eval(models, spec, args.datasets_root, args.batch_size, args.device)
         published = read_published(args.reference_results) if args.reference_results != [] else None
+        if args.check_seasonal_naive and (published is None or BASELINE not in set(published["model"])):
+            raise ValueError("--check-seasonal-naive compares with the published seasonal naive: drop the empty "
+                             "--reference-results (tsm's copies), or name all_results.csv files holding "
+                             f"{BASELINE} rows")
+        results = evaluate_gift_eval(models, spec, args.datasets_root, args.batch_size, args.device)
     except (FileNotFoundError, ValueError) as exc:
         raise TsmError(str(exc)) from None
     output = Path(args.output)
@@ -75,14 +79,15 @@ def run_gift_eval(args: argparse.Namespace) -> int:
             print(f"\nseasonal naive against the published figures (point metrics, rtol {args.rtol:g}): "
                   f"{agree} of {len(check)} configurations agree")
             for row in check[~check["agrees"]].itertuples():
-                print(f"  {row.dataset}: largest relative difference {row.max_relative_difference:.3g} {row.note}")
+                print(f"  {row.dataset}: largest relative difference {row.max_relative_difference:.3g}; {row.note}")
             if args.check_seasonal_naive and agree < len(check):
                 status = 1
         normalised = normalised_scores(results, published, args.rtol)
         board = leaderboard(normalised)
         written.append(output.with_name(output.stem + "-leaderboard.csv"))
         board.to_csv(written[-1], index=False)
-        normalised.to_csv(output.with_name(output.stem + "-normalised.csv"), index=False)
+        written.append(output.with_name(output.stem + "-normalised.csv"))
+        normalised.to_csv(written[-1], index=False)
         if len(board):
             print("\nGIFT-Eval leaderboard (CRPS and MASE over seasonal naive, geometric mean; average CRPS rank):")
             print(format_leaderboard(board[board["group"] != "domain"]))
