@@ -7,5 +7,7 @@ gluonts' `evaluate_model` computes them, the leaderboard's submission folder and
 - `runner`: forecast every configuration with Chronos-2 checkpoints or the seasonal naive baseline.
 - `submission`: `all_results.csv` and `config.json` as the leaderboard takes them.
 - `ranking`: normalised CRPS and MASE against seasonal naive, geometric means and average ranks beside published
-  results.
+  results, and the seasonal naive check.
+- `command`: `tsm evaluate --benchmark <gift-eval file>` (called from tsm/eval/cli.py).
+- `synthetic`: small sets in the hub's layout, for tests and offline workflow runs.
 """
