@@ -42,7 +42,17 @@ FEV = config["benchmark"]["fev"] or {}  # fev tasks scored beside the benchmark 
 STAGES = ["finetune"] if config["mode"] == "finetune" else ["stage1", "stage2"]
 
 
+# data.source local: your series, split once (own_data.smk): train/ for training, the rest scored.
+OWN_DATA = config["data"]["source"] == "local"
+OWN_SPLIT = f"{RESULTS}/data/own-split"
+# What evaluate scores: the benchmark, or with your own data the fev task over its test region.
+SCORED_BENCHMARK = f"{OWN_SPLIT}/tasks.yaml" if OWN_DATA else BENCHMARK
+SCORED_DATA = f"{OWN_SPLIT}/benchmark" if OWN_DATA else BENCHMARK_DATA
+
+
 def training_data():
+    if OWN_DATA:
+        return f"{OWN_SPLIT}/train"
     return f"{RESULTS}/data/train" if config["data"]["source"] == "synth" else f"{RESULTS}/data/hub-train"
 
 
@@ -54,7 +64,7 @@ def source_corpora(root=None):
     """The corpus folders the run trains on before any mixing: the synthetic corpus, or one folder per hub
     dataset (download_train writes ROOT/<name>/). `root`: the training data folder (default: this run's)."""
     root = root or training_data()
-    if config["data"]["source"] == "synth":
+    if config["data"]["source"] in ("synth", "local"):
         return [root]
     return [f"{root}/{name}" for name in config["data"].get("hub_datasets", [])]
 
