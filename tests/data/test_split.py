@@ -120,3 +120,15 @@ def test_series_comparison_counts_wins_and_ratios_exactly():
     assert result.ratio_interval[0] <= result.ratio <= result.ratio_interval[1]
     assert fan_chart_series(scores, "finetune", "start") == {"best": "d/3/y", "median": "d/1/y", "worst": "d/2/y"}
     assert compare_series(scores, "finetune", "missing") is None
+
+
+def test_a_univariate_corpus_without_covariates_gives_a_plain_task(corpus, tmp_path):
+    frame = example_frame(num_series=3, length=40, multivariate=False, seed=3)[["item_id", "timestamp", "sales"]]
+    frame.to_csv(tmp_path / "uni.csv", index=False)
+    convert(tmp_path / "uni.csv", tmp_path / "uni", columns=LongColumns(targets=("sales",)))
+    summary = split_corpus(tmp_path / "uni", tmp_path / "split", horizon=5, num_windows=1, min_past=4,
+                           target_names=["sales"])
+    task = yaml.safe_load((tmp_path / "split" / "tasks.yaml").read_text())["tasks"][0]
+    assert task["target"] == "sales" and "known_dynamic_columns" not in task and "past_dynamic_columns" not in task
+    train = read_corpus(tmp_path / "split" / "train").to_pylist()
+    assert [len(row["target"]) for row in train] == [35, 35, 35] and summary.train_values == 105

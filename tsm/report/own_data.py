@@ -128,7 +128,7 @@ def forgetting_table(run_dir: Path) -> str:
     """The models on the public benchmark too (data.local.public_benchmark), marked as forgetting."""
     folder = run_dir / PUBLIC_FOLDER
     frames = [pd.read_csv(p).assign(model=p.stem) for p in sorted(folder.glob("*.csv"))
-              if not p.stem.endswith("-relative")] if folder.is_dir() else []
+              if not p.stem.endswith(("-relative", "-leaderboard"))] if folder.is_dir() else []
     if not frames:
         return ""
     results = pd.concat(frames, ignore_index=True)

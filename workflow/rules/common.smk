@@ -44,6 +44,7 @@ STAGES = ["finetune"] if config["mode"] == "finetune" else ["stage1", "stage2"]
 
 # data.source local: your series, split once (own_data.smk): train/ for training, the rest scored.
 OWN_DATA = config["data"]["source"] == "local"
+OWN = config["data"].get("local") or {}
 OWN_SPLIT = f"{RESULTS}/data/own-split"
 # What evaluate scores: the benchmark, or with your own data the fev task over its test region.
 SCORED_BENCHMARK = f"{OWN_SPLIT}/tasks.yaml" if OWN_DATA else BENCHMARK

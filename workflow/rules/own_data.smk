@@ -6,7 +6,7 @@
 #   snakemake --profile profiles/local all --configfile config/finetune-own-data.yaml
 import os
 
-OWN = config["data"].get("local") or {}
+# OWN (data.local) and OWN_SPLIT are set in common.smk.
 
 
 def own_data_is_corpus():
