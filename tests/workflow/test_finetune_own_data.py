@@ -34,16 +34,23 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def test_the_cluster_profile_plans_the_own_data_run(workdir):
-    """profiles/a100-cluster with the example on top of the cluster config: the same rules, training on SLURM."""
+    """profiles/a100-cluster with the example on top of the cluster config: the same rules, training on SLURM;
+    with public_benchmark, every model scored on the public benchmark too (forgetting)."""
+    (workdir / "forgetting.yaml").write_text(yaml.safe_dump({"data": {"local": {"public_benchmark": True}}}))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TSM_SLURM_", "SLURM_"))}, **CLUSTER_ENV}
     out = snakemake(workdir, "-n", "all", "--configfiles", "config/config.yaml", "config/cluster.yaml", EXAMPLE,
-                    profile="profiles/a100-cluster", env=env).stdout
+                    "forgetting.yaml", profile="profiles/a100-cluster", env=env).stdout
     for rule in ("example_own_data", "convert_own_data", "split_own_data", "own_data_leakage", "check_data",
-                 "init_start_model", "finetune", "evaluate", "evaluate_own_series", "report"):
+                 "init_start_model", "finetune", "evaluate", "evaluate_own_series", "report", "download_eval",
+                 "evaluate_public"):
         assert re.search(rf"^rule {rule}:", out, re.M), rule
-    for absent in ("synth_train", "download_train", "download_eval", "train_stage1", "evaluate_fev"):
+    for absent in ("synth_train", "download_train", "train_stage1", "evaluate_fev"):
         assert not re.search(rf"^rule {absent}:", out, re.M), absent
     assert "results/own/benchmark/start.csv" in out and "results/own/data/own-split/tasks.yaml" in out
+    for model in ("start", "finetune", "seasonal-naive"):
+        assert f"results/own/benchmark-public/{model}.csv" in out
+    finetune = next(block for block in out.split("\nrule ") if block.startswith("finetune:"))
+    assert "tsm launch" in finetune and "results/own/data/own-split/train" in finetune
 
 
 STEPS = 100  # the example trains 300; a third already shows the margin

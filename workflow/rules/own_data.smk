@@ -4,50 +4,7 @@
 # (SCORED_BENCHMARK, common.smk), which the evaluate rule scores like any benchmark. The fine-tune's validation
 # holds out the last prediction_length steps of each training series: the window just before the test region.
 #   snakemake --profile profiles/local all --configfile config/finetune-own-data.yaml
-import os
-
-# OWN (data.local) and OWN_SPLIT are set in common.smk.
-
-
-def own_data_is_corpus():
-    """An Arrow corpus folder (format arrow, or a folder path) is split as it is; files are converted first."""
-    return OWN.get("format") == "arrow" or (OWN.get("format") is None and os.path.isdir(OWN.get("path", "")))
-
-
-def own_corpus():
-    return OWN["path"] if own_data_is_corpus() else f"{RESULTS}/data/own"
-
-
-def own_seasonality():
-    """MASE's and seasonal naive's season: data.local.seasonality, else the frequency's, else 1."""
-    if OWN.get("seasonality"):
-        return OWN["seasonality"]
-    if OWN.get("freq"):
-        from tsm.eval.metrics import seasonality_from_freq
-
-        return seasonality_from_freq(OWN["freq"])
-    return 1
-
-
-def own_models():
-    """`tsm evaluate-series` --model items: the fine-tuned model, its start (when it has one), seasonal naive."""
-    models = (["start=" + START_MODEL] if START_MODEL else []) + [
-        f"finetune={final_model('finetune')}", f"{SEASONAL_NAIVE}={SEASONAL_NAIVE}"]
-    return " ".join(f"--model {shlex.quote(model)}" for model in models)
-
-
-def own_data_report_inputs():
-    """What the report's "Your data" section reads (nothing when the run trains on other data)."""
-    if not OWN_DATA:
-        return []
-    files = [f"{OWN_SPLIT}/split.json", f"{OWN_SPLIT}/leakage.json", f"{RESULTS}/own-data/series-scores.csv"]
-    if OWN.get("public_benchmark"):
-        files += expand(f"{RESULTS}/benchmark-public/{{model}}.csv", model=EVALUATED)
-    return files
-
-
-def csv_names(key):
-    return ",".join(OWN.get(key) or [])
+include: "own_data_helpers.smk"
 
 
 # The example's data (config/finetune-own-data.yaml), generated, never fetched: tsm data example-csv.
@@ -58,6 +15,8 @@ if OWN_DATA and OWN["path"] == EXAMPLE_CSV:
     rule example_own_data:
         output:
             EXAMPLE_CSV,
+        conda:
+            "../envs/tsm.yaml"
         log:
             f"{RESULTS}/logs/example_own_data.log",
         shell:
@@ -104,7 +63,7 @@ if OWN_DATA:
             tasks=f"{OWN_SPLIT}/tasks.yaml",
             summary=f"{OWN_SPLIT}/split.json",
         params:
-            outdir=OWN_SPLIT,
+            outdir=lambda wildcards, output: os.path.dirname(output.summary),
             horizon=OWN.get("horizon"),
             windows=OWN.get("num_windows"),
             min_past=OWN.get("min_past"),
