@@ -152,6 +152,9 @@ def own_data_section(run_dir: Path, results: pd.DataFrame | None, relative: pd.D
         table, *_ = side_by_side(results, relative)
         body.append("<p>Per dataset, on the test windows of your data (fev's scores; lower is better):</p>")
         body.append(table)
+        body.append('<p class="caption">Change: fine-tuned / start − 1. † in-domain: the fine-tuned model trained '
+                    "on these series' history (before the test region; the leakage check below finds no "
+                    "test-window value in its training folder); ? no training record (a start built here).</p>")
     else:
         body.append(h.note("No per-dataset table: benchmark/start.csv or benchmark/finetune.csv is missing."))
     if charts["comparisons"]:
