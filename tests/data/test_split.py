@@ -132,3 +132,22 @@ def test_a_univariate_corpus_without_covariates_gives_a_plain_task(corpus, tmp_p
     assert task["target"] == "sales" and "known_dynamic_columns" not in task and "past_dynamic_columns" not in task
     train = read_corpus(tmp_path / "split" / "train").to_pylist()
     assert [len(row["target"]) for row in train] == [35, 35, 35] and summary.train_values == 105
+
+
+def test_a_folder_of_csv_files_converts_as_one_long_table(tmp_path):
+    """Own data kept one file per month: an item's rows spread over the files, read as one."""
+    frame = example_frame(num_series=3, length=40, seed=4)
+    (tmp_path / "months").mkdir()
+    frame.to_csv(tmp_path / "whole.csv", index=False)
+    for month, rows in frame.groupby(pd.to_datetime(frame["timestamp"]).dt.month):
+        rows.to_csv(tmp_path / "months" / f"2024-{month:02d}.csv", index=False)
+    (tmp_path / "months" / "README.txt").write_text("sales per month")
+    summary = convert(tmp_path / "months", tmp_path / "from-folder", columns=COLUMNS)
+    convert(tmp_path / "whole.csv", tmp_path / "from-file", columns=COLUMNS)
+    assert summary.rows_read == len(frame) and summary.items == 3
+    assert read_corpus(tmp_path / "from-folder").to_pylist() == read_corpus(tmp_path / "from-file").to_pylist()
+    (tmp_path / "mixed").mkdir()
+    frame.to_csv(tmp_path / "mixed" / "a.csv", index=False)
+    frame.to_parquet(tmp_path / "mixed" / "b.parquet")
+    with pytest.raises(DataError, match="csv, parquet files"):
+        convert(tmp_path / "mixed", tmp_path / "out", columns=COLUMNS)

@@ -6,8 +6,11 @@ import os
 
 
 def own_data_is_corpus():
-    """An Arrow corpus folder (format arrow, or a folder path) is split as it is; files are converted first."""
-    return OWN.get("format") == "arrow" or (OWN.get("format") is None and os.path.isdir(OWN.get("path", "")))
+    """An Arrow corpus (format arrow, or a folder `datasets` saved: its dataset_info.json) is split as it is;
+    a file, or a folder of CSV or Parquet files, is converted first."""
+    path = OWN.get("path", "")
+    saved = os.path.isfile(os.path.join(path, "dataset_info.json")) or os.path.isfile(os.path.join(path, "dataset_dict.json"))
+    return OWN.get("format") == "arrow" or (OWN.get("format") is None and saved)
 
 
 def own_corpus():
