@@ -117,3 +117,6 @@ def test_own_csv_to_an_honest_answer_and_two_seeds_agree(workdir):
         assert versus_start.series == 80
         assert versus_start.ratio_interval[1] < 0.9, (seed, versus_start)
         assert versus_start.improved > versus_start.series / 2, (seed, versus_start)
+        # Beating a random start is the least; seasonal naive cannot know the promotions either, and loses too.
+        versus_naive = compare_series(frame, "finetune", "seasonal-naive", "WQL")
+        assert versus_naive.ratio_interval[1] < 0.9, (seed, versus_naive)
