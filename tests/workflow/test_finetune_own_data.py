@@ -120,3 +120,15 @@ def test_own_csv_to_an_honest_answer_and_two_seeds_agree(workdir):
         # Beating a random start is the least; seasonal naive cannot know the promotions either, and loses too.
         versus_naive = compare_series(frame, "finetune", "seasonal-naive", "WQL")
         assert versus_naive.ratio_interval[1] < 0.9, (seed, versus_naive)
+
+
+def test_own_data_without_its_file_or_in_pretrain_mode_is_refused_at_parse_time(workdir):
+    for name, base, overlay, why in [
+        ("no-file", [], {"mode": "finetune", "data": {"source": "local"}},
+         "key data: 'local' is a required property (data.source: local trains and scores"),
+        ("pretrain", [EXAMPLE], {"mode": "pretrain"}, "key mode: 'finetune' was expected"),
+    ]:
+        (workdir / f"{name}.yaml").write_text(yaml.safe_dump(overlay))
+        result = subprocess.run(["snakemake", "-n", "all", "--configfile", *base, f"{name}.yaml"], cwd=workdir,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0 and why in result.stdout + result.stderr, name
