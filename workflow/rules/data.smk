@@ -81,8 +81,8 @@ rule check_data:
     resources:
         **cpu_job_resources(),
     shell:
-        "tsm data check --data {params.corpora} --config {params.config} {params.min_length} --output {output.report}"
-        " > {output.summary} 2> {log}"
+        "tsm data check --data {params.corpora} --config {params.config} {params.min_length}"
+        " --output {output.report} > {output.summary} 2> {log}"
 
 
 rule tsmixup_train:

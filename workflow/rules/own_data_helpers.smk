@@ -9,7 +9,7 @@ def own_data_is_corpus():
     """An Arrow corpus (format arrow, or a folder `datasets` saved: its dataset_info.json) is split as it is;
     a file, or a folder of CSV or Parquet files, is converted first."""
     path = OWN.get("path", "")
-    saved = os.path.isfile(os.path.join(path, "dataset_info.json")) or os.path.isfile(os.path.join(path, "dataset_dict.json"))
+    saved = any(os.path.isfile(os.path.join(path, name)) for name in ("dataset_info.json", "dataset_dict.json"))
     return OWN.get("format") == "arrow" or (OWN.get("format") is None and saved)
 
 
