@@ -22,6 +22,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/gift_eval_common.smk"
 include: "workflow/rules/gift_eval.smk"
+include: "workflow/rules/own_data.smk"
 include: "workflow/rules/report.smk"
 
 

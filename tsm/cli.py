@@ -37,6 +37,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_model(args: argparse.Namespace) -> int:
+    """A randomly initialised model saved as a model folder: a local start for a fine-tune where no pretrained
+    checkpoint is at hand (the own-data example and its tests; in production the start is amazon/chronos-2)."""
+    cfg = config_from_args(args)
+    import torch
+
+    from tsm.atomic import replace_folder, temporary_path
+    from tsm.model import build_model, set_forecast_lengths
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.context_length)
+    set_forecast_lengths(model, cfg.context_length, cfg.prediction_length)
+    temporary = temporary_path(cfg.output_dir, unique=True)
+    model.save_pretrained(temporary, safe_serialization=True)
+    replace_folder(temporary, cfg.output_dir)
+    print(f"wrote a randomly initialised model ({sum(p.numel() for p in model.parameters()):,} parameters) "
+          f"to {cfg.output_dir}")
+    return 0
+
+
 def _card(args: argparse.Namespace) -> int:
     from tsm.card import read_scores, write_model_card
 
@@ -89,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("launch", help="start and supervise this node's training ranks, no torchelastic (tsm launch --help)")
     _add_train_parser(sub)
+    init = sub.add_parser("init-model", help="save a randomly initialised model folder (a local fine-tuning start)",
+                          description="Build the config's model (random init, seeded by --seed) and save it as a "
+                                      "model folder at --output-dir.")
+    add_train_arguments(init)
+    init.set_defaults(func=_init_model)
     from tsm.data.cli import add_data_parser
     from tsm.eval.cli import add_eval_parser
     from tsm.report.cli import add_report_parser

@@ -84,6 +84,54 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(args: argparse.Namespace) -> int:
+    from tsm.data.split import split_corpus
+
+    def names(text: str | None) -> list[str]:
+        return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+    summary = split_corpus(args.input, args.output, args.horizon, args.num_windows, args.min_past,
+                           args.seasonality, args.dataset, names(args.target_column), names(args.past_covariates),
+                           names(args.known_covariates))
+    print(summary.text())
+    return 0
+
+
+def _example_csv(args: argparse.Namespace) -> int:
+    from tsm.data.example import write_example_csv
+
+    path = write_example_csv(args.output, args.num_series, args.length, not args.univariate, args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_own_data_parsers(data_sub: argparse._SubParsersAction) -> None:
+    """split (the honest train/test split of a user's corpus) and example-csv (own data the project makes)."""
+    p = data_sub.add_parser("split", help="cut the test region off a corpus: a training folder + a fev benchmark",
+                            description="The last horizon x num-windows steps of every series become the test "
+                                        "region: cut off OUTPUT/train, kept whole in OUTPUT/benchmark/ with the "
+                                        "fev task file OUTPUT/tasks.yaml over it; too-short series are named in "
+                                        "OUTPUT/split.json.")
+    p.add_argument("--input", required=True, help="a corpus folder (tsm data convert's output)")
+    p.add_argument("--output", required=True, help="folder to write train/, benchmark/, tasks.yaml, split.json")
+    p.add_argument("--horizon", type=int, required=True, help="steps per test window")
+    p.add_argument("--num-windows", type=int, default=1, help="test windows per series, back to back at its end")
+    p.add_argument("--min-past", type=int, default=1, help="history a series needs before its validation window")
+    p.add_argument("--seasonality", type=int, default=1, help="for MASE and seasonal naive")
+    p.add_argument("--dataset", default="own", help="the benchmark dataset's (task's) name")
+    p.add_argument("--target-column", help="names of the target variates, e.g. sales,returns (default target_i)")
+    p.add_argument("--past-covariates", help="names of the past-only covariates, in the corpus' order")
+    p.add_argument("--known-covariates", help="names of the known-future covariates, in the corpus' order")
+    p.set_defaults(func=_split)
+    e = data_sub.add_parser("example-csv", help="write the example own-data CSV (sales driven by promotions)")
+    e.add_argument("--output", required=True, help="CSV file to write")
+    e.add_argument("--num-series", type=int, default=40)
+    e.add_argument("--length", type=int, default=200)
+    e.add_argument("--univariate", action="store_true", help="sales only (default: sales and returns)")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=_example_csv)
+
+
 def _download(args: argparse.Namespace) -> int:
     from tsm.data.arrow import DataError
     from tsm.data.download import HubDataset, download
@@ -191,4 +239,5 @@ def add_data_parser(sub: argparse._SubParsersAction, benchmark_datasets: Benchma
     b.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: all nine)")
     b.set_defaults(func=_build_offline)
     _add_check_parsers(data_sub, benchmark_datasets)
+    _add_own_data_parsers(data_sub)
     data_sub.metavar = "{" + ",".join(name for name in data_sub.choices if name not in HIDDEN) + "}"

@@ -331,7 +331,7 @@ def convert(input_path: str | Path, output: str | Path, fmt: str | None = None,
     if not path.exists():
         raise DataError(f"input file {path} does not exist")
     if path.is_dir():
-        raise DataError(f"input {path} is a folder; convert takes one CSV, Parquet or JSON lines file")
+        return _convert_folder(path, output, fmt, columns, dtype)
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -342,5 +342,35 @@ def convert(input_path: str | Path, output: str | Path, fmt: str | None = None,
         table = jsonl_to_table(path, freq, summary, dtype)
     else:
         table = long_to_table(read_long(path, fmt), columns or LongColumns(), str(path), fmt, summary, dtype)
+    save_table(table, output)
+    return summary
+
+
+def _convert_folder(folder: Path, output: str | Path, fmt: str | None, columns: LongColumns | None,
+                    dtype: str) -> Summary:
+    """A folder of long-format CSV or Parquet files (one format, the same columns): read as one long table, so
+    an item's rows may be spread over several files (e.g. one file per month)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    formats = {}
+    for file in files:
+        try:
+            formats[file] = fmt or detect_format(file)
+        except DataError:
+            continue  # not a data file by its name (a README, say): listed below if nothing else is there
+    kinds = set(formats.values())
+    if not kinds:
+        raise DataError(f"input folder {folder} holds no .csv, .parquet or .jsonl file "
+                        f"({len(files)} other file(s)); convert takes a file or a folder of them")
+    if len(kinds) > 1 or "jsonl" in kinds:
+        raise DataError(f"input folder {folder} holds {', '.join(sorted(kinds))} files: a folder must hold "
+                        "long-format CSV or Parquet files of one format; convert JSON lines files one by one")
+    kind = kinds.pop()
+    empty = [str(p) for p in formats if p.stat().st_size == 0]
+    if empty:
+        raise DataError(f"{', '.join(empty)}: empty (0 bytes)")
+    summary = Summary(input=str(folder), output=str(output), format=kind)
+    frame = pd.concat([read_long(p, kind) for p in formats], ignore_index=True)
+    table = long_to_table(frame, columns or LongColumns(), f"{folder} ({len(formats)} {kind} files)", kind, summary,
+                          dtype)
     save_table(table, output)
     return summary

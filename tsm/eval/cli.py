@@ -108,6 +108,26 @@ def _leakage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_series(args: argparse.Namespace) -> int:
+    from tsm.eval.own_series import write_series_scores
+
+    models = {}
+    for item in args.model:
+        name, _, model = item.partition("=")
+        if not model:
+            raise TsmError(f"--model {item!r}: expected NAME=MODEL (start=PATH, finetune=PATH, "
+                           f"{SEASONAL_NAIVE}={SEASONAL_NAIVE})")
+        models[name] = model
+    try:
+        scores = write_series_scores(models, args.benchmark, args.datasets_root, args.output_dir,
+                                     batch_size=args.batch_size, device=args.device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise TsmError(str(exc)) from None
+    print(scores.groupby("model")[["WQL", "MASE"]].median().to_string())
+    print(f"wrote {len(scores):,} series scores to {args.output_dir}")
+    return 0
+
+
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score models on a benchmark (WQL, MASE)",
                        description="Forecast each benchmark dataset's windows and score WQL and MASE as the "
@@ -152,3 +172,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     leak.add_argument("--corpus", nargs="+", required=True, help="training corpus folders to search")
     leak.add_argument("--output", help="also write the findings as JSON here")
     leak.set_defaults(func=_leakage)
+    series = sub.add_parser("evaluate-series", help="score models per series of a fev task file (own data)",
+                            description="Per series (item and target column) WQL and MASE of each model on the "
+                                        "task windows, the win rate and ratio of finetune vs the others with "
+                                        "bootstrap intervals, and the best/median/worst series' forecasts: "
+                                        "OUTPUT_DIR/series-scores.csv and fan-charts.json.")
+    series.add_argument("--model", action="append", required=True, metavar="NAME=MODEL",
+                        help=f"start=FOLDER_OR_HUB_ID, finetune=FOLDER, {SEASONAL_NAIVE}={SEASONAL_NAIVE}")
+    series.add_argument("--benchmark", required=True, help="a fev task file (tsm data split's tasks.yaml)")
+    series.add_argument("--datasets-root", required=True, help="folder holding the task's dataset folder")
+    series.add_argument("--output-dir", required=True)
+    series.add_argument("--batch-size", type=int, default=256)
+    series.add_argument("--device", default="cpu")
+    series.set_defaults(func=_evaluate_series)

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from tsm.atomic import write_text
 from tsm.layout import FINAL_CHECKPOINT
-from tsm.report import datachecks, plots, sections, verdicts
+from tsm.report import datachecks, own_data, plots, sections, verdicts
 from tsm.report import html as h
 from tsm.report.gift_eval import gift_eval_section
 from tsm.report.runfiles import (
@@ -69,7 +69,11 @@ def build_report(
 
     name = run_dir.resolve().name
     with plots.plot_style():
+        # A run on the user's own data answers its question first (tsm.report.own_data).
+        first = ([_section("own-data", "Your data", lambda: own_data.own_data_section(run_dir, results, relative))]
+                 if own_data.has_own_data(run_dir) else [])
         rendered = [
+            *first,
             _section("summary", "Run summary",
                      lambda: sections.summary_section(name, stages, rule_times, verdict, notes, more)),
             _section("training", "Training curves", lambda: sections.training_section(stages)),
@@ -148,6 +152,11 @@ def forecasts_section(stages: Sequence[StageRun], benchmark: Path, datasets_root
     if stage is None:
         return h.Section("forecasts", title,
                          h.note(f"No final checkpoint (stage2/{FINAL_CHECKPOINT}) to forecast with."))
+    from tsm.eval.fev_tasks import is_fev_benchmark
+
+    if is_fev_benchmark(benchmark):  # own data: its fan charts are in the first section (tsm.report.own_data)
+        return h.Section("forecasts", title, h.note(f"{benchmark} is a fev task file: the fan charts of its "
+                                                    "series are drawn in the section on your data, if any."))
     if not benchmark.is_file():
         return h.Section("forecasts", title, h.note(f"Benchmark file {benchmark} not found: no windows to draw "
                                                     "(pass --benchmark)."))

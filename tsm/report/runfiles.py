@@ -180,7 +180,9 @@ def read_benchmark_results(run_dir: Path) -> pd.DataFrame | None:
 
     The start model and the stages come first in run order, then other files, then the baseline."""
     folder = run_dir / "benchmark"
-    paths = [p for p in folder.glob("*.csv") if not p.stem.endswith("-relative")] if folder.is_dir() else []
+    # tsm evaluate's side files: relative scores, and on a fev task file (own data) fev's summaries, leaderboard
+    sides = ("-relative", "-fev-summaries", "-leaderboard")
+    paths = [p for p in folder.glob("*.csv") if not p.stem.endswith(sides)] if folder.is_dir() else []
     order = {name: index for index, name in enumerate(MODEL_ORDER)}
     paths.sort(key=lambda p: (order.get(p.stem, len(MODEL_ORDER) - 1.5), p.stem))
     frames = []

@@ -47,7 +47,18 @@ def gift_eval_pretrain_root():
     return config["data"]["gift_eval_pretrain"].get("root") or f"{RESULTS}/data/gift-eval-pretrain"
 
 
+# data.source local: your series, split once (own_data.smk): train/ for training, the rest scored.
+OWN_DATA = config["data"]["source"] == "local"
+OWN = config["data"].get("local") or {}
+OWN_SPLIT = f"{RESULTS}/data/own-split"
+# What evaluate scores: the benchmark, or with your own data the fev task over its test region.
+SCORED_BENCHMARK = f"{OWN_SPLIT}/tasks.yaml" if OWN_DATA else BENCHMARK
+SCORED_DATA = f"{OWN_SPLIT}/benchmark" if OWN_DATA else BENCHMARK_DATA
+
+
 def training_data():
+    if OWN_DATA:
+        return f"{OWN_SPLIT}/train"
     if config["data"]["source"] == "gift-eval-pretrain":
         return gift_eval_pretrain_root()
     return f"{RESULTS}/data/train" if config["data"]["source"] == "synth" else f"{RESULTS}/data/hub-train"
@@ -61,7 +72,7 @@ def source_corpora(root=None):
     """The corpus folders the run trains on before any mixing: the synthetic corpus, or one folder per hub
     dataset (download_train writes ROOT/<name>/). `root`: the training data folder (default: this run's)."""
     root = root or training_data()
-    if config["data"]["source"] == "synth":
+    if config["data"]["source"] in ("synth", "local"):
         return [root]
     if config["data"]["source"] == "gift-eval-pretrain":  # its saved-dataset folders, read as they are
         return [f"{root}/{name}" for name in config["data"]["gift_eval_pretrain"]["datasets"]]

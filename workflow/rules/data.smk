@@ -70,6 +70,8 @@ rule check_data:
     params:
         corpora=source_corpora_of_input,
         config=config["stage1" if config["mode"] == "pretrain" else "finetune"]["config"],
+        # own data: what the fine-tune needs of a training series (min_past, a window, the validation window)
+        min_length=f"--min-length {OWN['min_past'] + 2 * OWN['horizon']}" if OWN_DATA else "",
     conda:
         "../envs/tsm.yaml"
     log:
@@ -79,8 +81,8 @@ rule check_data:
     resources:
         **cpu_job_resources(),
     shell:
-        "tsm data check --data {params.corpora} --config {params.config} --output {output.report}"
-        " > {output.summary} 2> {log}"
+        "tsm data check --data {params.corpora} --config {params.config} {params.min_length}"
+        " --output {output.report} > {output.summary} 2> {log}"
 
 
 rule tsmixup_train:

@@ -4,7 +4,7 @@
 
 rule evaluate:
     input:
-        data=BENCHMARK_DATA,
+        data=SCORED_DATA,
         model=evaluated_model_input,
     output:
         report(f"{RESULTS}/benchmark/{{model}}.csv", caption="../report/benchmark.rst", category="Benchmark"),
@@ -12,7 +12,7 @@ rule evaluate:
         model=EVALUATED_MODEL_PATTERN,
     params:
         model=evaluated_model,
-        benchmark=BENCHMARK,
+        benchmark=SCORED_BENCHMARK,
     conda:
         "../envs/tsm.yaml"
     log:

@@ -8,12 +8,13 @@ rule report:
         gift_eval=GIFT_EVAL_OUTPUTS,
         models=[final_model(stage) for stage in STAGES],
         checks=f"{RESULTS}/data-checks/report.json",
-        data=BENCHMARK_DATA,
+        data=SCORED_DATA,
+        own=own_data_report_inputs(),
     output:
         report(f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"),
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output[0]),
-        benchmark=BENCHMARK,
+        benchmark=SCORED_BENCHMARK,
         references=" ".join(FEV.get("reference_results", [])),
     conda:
         "../envs/tsm.yaml"
