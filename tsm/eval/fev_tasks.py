@@ -29,7 +29,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from tsm.data.arrow import DataError
-from tsm.data.download import probe_hub
+from tsm.data.download import data_files_glob, probe_hub
 from tsm.eval.benchmark import load_pipeline, metric_columns
 from tsm.eval.metrics import seasonal_naive
 from tsm.eval.regime import IN_DOMAIN, model_regimes
@@ -66,13 +66,7 @@ def is_fev_benchmark(path: str | Path) -> bool:
 def local_files(datasets_root: str | Path, definition: dict) -> str | None:
     """The glob fev reads for a task whose data lies under the datasets root, else None."""
     config = definition.get("dataset_config")
-    if not config:
-        return None
-    folder = Path(datasets_root) / config
-    for pattern in ("*.parquet", "*.arrow"):  # fev's mirror layout; a `datasets` save_to_disk folder
-        if folder.is_dir() and any(folder.glob(pattern)):
-            return str(folder / pattern)
-    return None
+    return data_files_glob(Path(datasets_root) / config) if config else None
 
 
 def read_task_definitions(path: str | Path) -> list[dict[str, Any]]:
