@@ -9,6 +9,7 @@ Snakemake runs: the fake compute nodes cannot reach it (tests/workflow/conftest.
 
 import json
 import re
+import subprocess
 
 import pandas as pd
 import pytest
@@ -16,7 +17,14 @@ import yaml
 
 from tests.fake_hub.data import PARQUET_NAME
 from tests.fake_hub.fixtures import FEV_REPO
-from tests.workflow.conftest import TEST_OVERLAY, TINY_CLUSTER, rule_logs, run_profile, submitted_jobs
+from tests.workflow.conftest import (
+    TEST_OVERLAY,
+    TINY_CLUSTER,
+    copy_workflow,
+    rule_logs,
+    run_profile,
+    submitted_jobs,
+)
 from tsm.data.download import DEFAULT_REPO
 from tsm.eval.benchmark import load_benchmark
 from tsm.eval.fev_tasks import read_task_definitions
@@ -118,3 +126,27 @@ def downloaded_from_the_hub(run, fake_hub) -> None:
         assert len(scores) == len(tasks) and scores["MASE"].notna().all(), model
         summaries = pd.read_csv(run / "benchmark-fev" / f"{model}-fev-summaries.csv")
         assert set(summaries["dataset_path"]) == {FEV_REPO}  # the tasks keep their identity
+
+
+def test_the_plans_fetch_fev_task_data_with_the_benchmark_where_snakemake_runs(tmp_path):
+    """Dry runs: on the cluster config, the local rule download_eval fetches the benchmark's and fev-bench mini's
+    data from the hub in one command, and evaluate_fev runs offline on that folder; on the default (offline)
+    config, fev task data the offline build did not write is all the hub is asked for."""
+    from tests.workflow.test_workflow import CLUSTER_ENV, plan_on_cluster
+
+    workdir = copy_workflow(tmp_path)
+    planned = plan_on_cluster(workdir, **CLUSTER_ENV, TSM_SLURM_NODES="1")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    cluster = yaml.safe_load((workdir / "config" / "cluster.yaml").read_text())["benchmark"]
+    root = "results/base/data/benchmarks"
+    download = next(b for b in planned.stdout.split("\n\n") if "rule download_eval:" in b)
+    assert f"tsm data download --root {root} --benchmark {cluster['config']} {cluster['fev']['tasks']})" in download
+    fev_jobs = [b for b in planned.stdout.split("\n\n") if "rule evaluate_fev:" in b]
+    assert len(fev_jobs) == 3 and all("HF_HUB_OFFLINE=1 tsm evaluate " in b and f"--datasets-root {root} " in b
+                                      for b in fev_jobs)
+    default = subprocess.run(["snakemake", "-n", "-p", "all"], cwd=workdir, capture_output=True, text=True,
+                             timeout=300)
+    assert default.returncode == 0, default.stderr[-3000:]
+    offline = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["benchmark"]
+    assert (f"tsm data build-offline --root results/test/data/benchmarks && tsm data download --root "
+            f"results/test/data/benchmarks --missing-only --benchmark {offline['fev']['tasks']})") in default.stdout
