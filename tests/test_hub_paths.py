@@ -124,3 +124,23 @@ def test_a_pushed_model_is_read_back_by_its_hub_id(fake_hub, tmp_path):
     from_hub, local = pd.read_csv(tmp_path / "hub.csv"), pd.read_csv(tmp_path / "local.csv")
     assert from_hub[["MASE", "WQL"]].equals(local[["MASE", "WQL"]])  # the same weights, the same forecasts
     assert json.loads(repo.files["config.json"]) == json.loads((folder / "config.json").read_text())
+
+
+@pytest.mark.e2e
+def test_the_workflow_downloads_hub_corpora_through_its_local_rule(served, tmp_path):
+    """data.source: hub: download_train fetches the training corpora, one folder per dataset, from the hub."""
+    from tests.workflow.conftest import copy_workflow
+
+    hub, chronos, env = served
+    workdir = copy_workflow(tmp_path / "repo") if (tmp_path / "repo").mkdir() is None else None
+    (workdir / "hub-data.yaml").write_text(yaml.safe_dump({
+        "run": "hub", "data": {"source": "hub", "tsmixup": None, "hub_datasets": list(TRAINING)}}))
+    result = subprocess.run(["snakemake", "--profile", "profiles/local", "results/hub/data/hub-train",
+                             "--configfile", "hub-data.yaml"], cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sha = hub.state.repo("dataset", CHRONOS_REPO).sha
+    for name in TRAINING:
+        folder = workdir / "results" / "hub" / "data" / "hub-train" / name
+        assert read_download_marker(folder)["sha"] == sha
+        assert len(ArrowCorpus(folder)) == len(served_targets(chronos, name))
