@@ -160,10 +160,12 @@ def seasonal_naive_predictions(task) -> tuple[list, float]:
     began, per_window = time.monotonic(), []
     for window in task.iter_windows():
         past, _ = window.get_input_data()
+        # the window's Arrow table, read once: each `past[column]` deep-copies the features of every column
+        # (1.3 s per column on a 100-column task)
+        table = past.with_format("arrow")[:]
         predictions = {}
         for column in task.target_columns:
-            point = seasonal_naive([np.asarray(v, dtype=np.float64) for v in past[column]], task.horizon,
-                                   task.seasonality)
+            point = seasonal_naive(column_to_arrays(table.column(column)), task.horizon, task.seasonality)
             predictions[column] = predictions_dataset({"predictions": point,
                                                        **{str(q): point for q in task.quantile_levels}})
         per_window.append(datasets.DatasetDict(predictions))
