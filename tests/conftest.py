@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.fake_hub.fixtures import fake_hub  # noqa: F401 - the loopback hub fixture, for every test
 from tsm.config import TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]

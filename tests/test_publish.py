@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub.utils import filter_repo_objects
 
+from tests.fake_hub.fixtures import TOKEN
 from tsm.card import CARD_FILE
 from tsm.config import TsmError
 from tsm.layout import (
@@ -67,3 +68,35 @@ def test_without_a_hub_the_card_is_written_and_nothing_is_sent(model_folder, mon
     card = model_folder / CARD_FILE
     assert "nothing was uploaded" in str(error.value) and str(card) in str(error.value)
     assert "# chronos2-tiny" in card.read_text()  # titled after the repo, ready for the next try
+
+
+def test_push_uploads_the_model_and_its_card_to_the_hub(model_folder, fake_hub, monkeypatch):
+    """Through the loopback hub: the repo is created, one commit holds the model files and the card (no training
+    state); pushing again after the weights changed is a new commit on the same repo, pushing an unchanged folder
+    none (huggingface_hub compares each file with the hub's)."""
+    for name, value in {"HF_ENDPOINT": fake_hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": TOKEN}.items():
+        monkeypatch.setitem(os.environ, name, value)
+    url = push_model(model_folder, "me/chronos2-tiny", commit_message="first model")
+    repo = fake_hub.state.repo("model", "me/chronos2-tiny")
+    assert url == f"{fake_hub.endpoint}/me/chronos2-tiny/commit/{repo.sha}" and repo.commits[-1][1] == "first model"
+    uploaded = set(repo.files) - {".gitattributes"}
+    assert uploaded == {MODEL_CONFIG, MODEL_WEIGHTS, CONFIG_COPY, PROVENANCE, CARD_FILE}
+    assert repo.files[CARD_FILE] == (model_folder / CARD_FILE).read_bytes()
+    (model_folder / MODEL_WEIGHTS).write_text("new weights")
+    push_model(model_folder, "me/chronos2-tiny")
+    assert len(repo.commits) == 3 and repo.files[MODEL_WEIGHTS] == b"new weights"  # created, first, update
+    push_model(model_folder, "me/chronos2-tiny")
+    assert len(repo.commits) == 3
+
+
+def test_push_without_a_token_sends_nothing(model_folder, fake_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    for name, value in {"HF_ENDPOINT": fake_hub.endpoint, "HF_HUB_OFFLINE": "0"}.items():
+        monkeypatch.setitem(os.environ, name, value)
+    monkeypatch.delitem(os.environ, "HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(model_folder.parent / "no-login" / "token"))  # logged out
+    with pytest.raises(TsmError, match="no Hugging Face token"):
+        push_model(model_folder, "me/chronos2-tiny")
+    assert fake_hub.state.repo("model", "me/chronos2-tiny") is None
+    assert fake_hub.requested("/api/repos/create") == []

@@ -1,4 +1,4 @@
-"""Download logic, tested offline: the fast failure against real unreachable endpoints, and the
+"""Download logic: the fast failure against real unreachable endpoints, the probes against the loopback hub, and the
 save/marker/skip logic on real local `datasets.Dataset`s (the hub loader is swapped for a local one)."""
 
 import json
@@ -13,7 +13,6 @@ import datasets
 import numpy as np
 import pytest
 
-import tsm.data.download as download_module
 from tests.conftest import REPO
 from tsm.data.arrow import ArrowCorpus, DataError
 from tsm.data.download import (
@@ -24,7 +23,7 @@ from tsm.data.download import (
     probe_hub,
     save_download,
 )
-from tsm.hub import DOWNLOAD_MARKER
+from tsm.hub import DOWNLOAD_MARKER, read_download_marker
 
 M4 = HubDataset("autogluon/chronos_datasets", "m4_hourly")
 
@@ -35,7 +34,7 @@ def _local_dataset(n: int = 5, seed: int = 0) -> datasets.Dataset:
                                        "target": [rng.normal(size=20).astype("float32") for _ in range(n)]})
 
 
-class FakeHub:
+class LocalLoader:
     """Stands in for datasets.load_dataset; counts calls."""
 
     def __init__(self):
@@ -130,7 +129,7 @@ def test_half_written_downloads_never_look_complete(tmp_path, damage):
     else:
         next(folder.glob("*.arrow")).unlink()
     assert not is_complete(folder, M4)
-    hub = FakeHub()
+    hub = LocalLoader()
     _, fetched = download_dataset(M4, tmp_path, load=hub)
     assert fetched and hub.calls == ["m4_hourly"] and is_complete(folder, M4)
 
@@ -151,22 +150,57 @@ def test_an_interrupted_save_leaves_no_complete_looking_folder(tmp_path, monkeyp
 def test_download_skips_what_is_complete_without_touching_the_network(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # any probe would fail
     save_download(_local_dataset(), tmp_path / "m4_hourly", M4)
-    hub = FakeHub()
+    hub = LocalLoader()
     assert download([M4], tmp_path, load=hub) == {"m4_hourly": "already complete"}
     assert hub.calls == []
 
 
-def test_download_fetches_what_is_missing_and_probes_each_repo_once(tmp_path, monkeypatch):
-    probes = []
-    monkeypatch.setattr(download_module, "probe_hub", lambda repo, timeout: probes.append(repo) or "sha1")
+def test_download_fetches_what_is_missing_and_probes_each_repo_once(tmp_path, monkeypatch, fake_hub):
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)  # the probes ask the loopback hub
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    extra = "autogluon/chronos_datasets_extra"
+    shas = {repo: fake_hub.state.add_repo("dataset", repo, {"README.md": b"#"}).sha for repo in (M4.repo, extra)}
     wanted = [M4, HubDataset(M4.repo, "nn5"), HubDataset("autogluon/chronos_datasets_extra", "solar")]
     save_download(_local_dataset(), tmp_path / "m4_hourly", M4)
     (tmp_path / "nn5").mkdir()  # a leftover from an interrupted run
     (tmp_path / "nn5" / "state.json").write_text("{}")
-    hub = FakeHub()
+    hub = LocalLoader()
     status = download(wanted, tmp_path, load=hub)
     assert status == {"m4_hourly": "already complete", "nn5": "downloaded", "solar": "downloaded"}
-    assert hub.calls == ["nn5", "solar"] and probes == [M4.repo, "autogluon/chronos_datasets_extra"]
-    assert json.loads((tmp_path / "nn5" / DOWNLOAD_MARKER).read_text())["sha"] == "sha1"
+    assert hub.calls == ["nn5", "solar"]
+    assert fake_hub.requested("/api/datasets/") == [("GET", f"/api/datasets/{repo}") for repo in (M4.repo, extra)]
+    assert json.loads((tmp_path / "nn5" / DOWNLOAD_MARKER).read_text())["sha"] == shas[M4.repo]
+    assert json.loads((tmp_path / "solar" / DOWNLOAD_MARKER).read_text())["sha"] == shas[extra]
     assert download(wanted, tmp_path, load=hub) == dict.fromkeys(status, "already complete")
     assert hub.calls == ["nn5", "solar"]
+
+
+# ------------------------------------------------------------------------------------ the loopback hub
+def test_the_probe_reads_the_repo_sha_from_the_hub_and_names_a_missing_repo(fake_hub, monkeypatch):
+    repo = fake_hub.state.add_repo("dataset", M4.repo, {"README.md": b"# m4"})
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert probe_hub(M4.repo, timeout=5) == repo.sha
+    with pytest.raises(DataError, match=f"dataset repo autogluon/nope was not found at {fake_hub.endpoint}"):
+        probe_hub("autogluon/nope", timeout=5)
+
+
+def test_missing_only_keeps_data_another_tool_wrote_and_fetches_the_rest(fake_hub, tmp_path, monkeypatch):
+    """An offline build (data files, no download marker) counts as there: completed from the hub, never
+    replaced; without --missing-only the same folder is fetched again (it is no download of this tool's)."""
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    fake_hub.state.add_repo("dataset", M4.repo, {"README.md": b"# m4"})
+    built = tmp_path / "nn5"
+    _local_dataset(seed=7).save_to_disk(str(built))  # as tsm data build-offline leaves a dataset
+    wanted = [HubDataset(M4.repo, "nn5"), M4]
+    hub = LocalLoader()
+    assert download(wanted, tmp_path, load=hub, missing_only=True) == {"nn5": "already present",
+                                                                       "m4_hourly": "downloaded"}
+    assert hub.calls == ["m4_hourly"] and read_download_marker(built) is None
+    assert len(fake_hub.requested(f"/api/datasets/{M4.repo}")) == 1  # probed once, for what was missing
+    assert download(wanted, tmp_path, load=hub) == {"nn5": "downloaded", "m4_hourly": "already complete"}
+    probes = len(fake_hub.requested("/api/datasets/"))
+    assert download(wanted, tmp_path, load=hub, missing_only=True) == {"nn5": "already complete",
+                                                                       "m4_hourly": "already complete"}
+    assert len(fake_hub.requested("/api/datasets/")) == probes  # nothing to fetch: the hub is not asked

@@ -244,3 +244,21 @@ def test_task_series_start_where_fev_cuts_a_timestamp_cutoff(tmp_path):
     (fev_task,) = load_fev_tasks(tmp_path / "tasks.yaml", tmp_path / "root")
     past, _ = fev_task.task.get_window(0).get_input_data()
     assert [start for _, start in task_series(fev_task)] == [len(t) for t in past["target"]] == [41, 41]
+
+
+def test_tasks_without_local_data_on_an_offline_node_stop_naming_the_download(tmp_path, monkeypatch):
+    """As evaluate_fev on a compute node (HF_HUB_OFFLINE=1) whose benchmark folder lacks a task's data: it stops
+    before any model is loaded, naming the tasks and the command that fetches their data where there is network."""
+    from tsm.eval.fev_tasks import check_sources
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task_file = tmp_path / "tasks.yaml"
+    task_file.write_text(yaml.safe_dump({"tasks": [{**SYNTHETIC[1], "dataset_path": "autogluon/fev_datasets"}]}))
+    tasks = load_fev_tasks(task_file, tmp_path)
+    assert [t.source for t in tasks] == ["hub"]
+    with pytest.raises(FileNotFoundError) as error:
+        check_sources(tasks, task_file, tmp_path)
+    message = str(error.value)
+    assert f"fev task data not found under {tmp_path} for: synthetic_covariate" in message
+    assert "HF_HUB_OFFLINE is set" in message
+    assert f"tsm data download --benchmark {task_file} --root {tmp_path}" in message

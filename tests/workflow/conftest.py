@@ -1,5 +1,7 @@
 """What the workflow tests share: a copy of the workflow, the fake SLURM first on PATH, the tiny run of .test/config/
-on top of config/cluster.yaml, and a helper that runs the cluster profile on it."""
+on top of config/cluster.yaml (whose benchmark and fev tasks it keeps), a loopback hub serving their data to the
+rules that run where Snakemake runs and nothing to the fake compute nodes, and a helper that runs the cluster
+profile on it."""
 
 import json
 import os
@@ -10,28 +12,45 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fake_hub.fixtures import (
+    CHRONOS_REPO,
+    FEV_REPO,
+    chronos_files,
+    closed_port_endpoint,
+    fev_files,
+    hub_environment,
+)
+from tests.fake_hub.server import FakeHub
 from tests.speed import status_interval_env
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_SLURM = Path(__file__).resolve().parent / "fake_slurm"
 
 # The tiny run (.test/config/config.yaml, the one test_workflow.py runs) on the cluster profile: config/cluster.yaml
-# below it, .test/config/cluster.yaml above (synthetic data, no fev tasks, CPU ranks). A --configfile replaces the
-# profile's `configfiles`, so every file is named.
-CLUSTER_CONFIGFILES = ["config/config.yaml", "config/cluster.yaml", ".test/config/config.yaml",
+# below it, then config/cluster.yaml's own benchmark section again (the tiny run's offline benchmark would replace
+# it: the cluster's is read from the hub, here the loopback one), .test/config/cluster.yaml last (synthetic data,
+# CPU ranks). A --configfile replaces the profile's `configfiles`, so every file is named.
+SHIPPED_BENCHMARK = "cluster-benchmark.yaml"  # written by copy_workflow from config/cluster.yaml
+CLUSTER_CONFIGFILES = ["config/config.yaml", "config/cluster.yaml", ".test/config/config.yaml", SHIPPED_BENCHMARK,
                        ".test/config/cluster.yaml"]
 # A test's own changes to the tiny run, written into the copy of the workflow: named last when present.
 TEST_OVERLAY = "tiny-cluster.yaml"
 
 
+def shipped_benchmark() -> dict:
+    """config/cluster.yaml's benchmark section (its benchmark file, offline: false, fev-bench mini)."""
+    return {"benchmark": yaml.safe_load((REPO / "config" / "cluster.yaml").read_text())["benchmark"]}
+
+
 def tiny_cluster_config() -> dict:
-    """What the .test files lay over config/cluster.yaml, merged as Snakemake merges config files (key by key):
-    a base for a test's own overlay."""
+    """What the .test files (and the shipped benchmark) lay over config/cluster.yaml, merged as Snakemake merges
+    config files (key by key): a base for a test's own overlay."""
     from snakemake.utils import update_config
 
     merged: dict = {}
     for name in CLUSTER_CONFIGFILES[2:]:
-        update_config(merged, yaml.safe_load((REPO / name).read_text()))
+        update_config(merged, shipped_benchmark() if name == SHIPPED_BENCHMARK
+                      else yaml.safe_load((REPO / name).read_text()))
     return merged
 
 
@@ -44,7 +63,15 @@ def copy_workflow(workdir: Path) -> Path:
     for name in WORKFLOW_FILES:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    (workdir / SHIPPED_BENCHMARK).write_text(yaml.safe_dump(shipped_benchmark()))
     return workdir
+
+
+def serve_cluster_benchmark(hub: FakeHub) -> None:
+    """The data of the shipped benchmark and fev tasks on the loopback hub, laid out as on the real one."""
+    benchmark = TINY_CLUSTER["benchmark"]
+    hub.state.add_repo("dataset", CHRONOS_REPO, chronos_files((benchmark["config"],)))
+    hub.state.add_repo("dataset", FEV_REPO, fev_files(benchmark["fev"]["tasks"]))
 
 
 def submitted_jobs(state: Path) -> list[dict]:
@@ -53,12 +80,18 @@ def submitted_jobs(state: Path) -> list[dict]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
+def cluster(tmp_path: Path, fake_hub: FakeHub):
+    """(workdir, fake SLURM state, environment). Snakemake and its local rules reach the loopback hub serving the
+    shipped benchmark; the jobs' nodes do not (FAKE_SLURM_NODE_ENV points HF_ENDPOINT at a closed port), as
+    compute nodes without internet."""
     (tmp_path / "repo").mkdir()
     workdir = copy_workflow(tmp_path / "repo")
     state = tmp_path / "slurm"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    serve_cluster_benchmark(fake_hub)
+    env = {key: value for key, value in hub_environment(fake_hub, tmp_path / "hf-home").items()
+           if not key.startswith("SLURM_")}
     env.update({
+        "FAKE_SLURM_NODE_ENV": json.dumps({"HF_ENDPOINT": closed_port_endpoint()}),
         "PATH": f"{FAKE_SLURM}{os.pathsep}{env['PATH']}", "FAKE_SLURM_STATE": str(state),
         "FAKE_SLURM_ACCOUNTS": "tsm-ci", "TSM_SLURM_ACCOUNT": "tsm-ci", "TSM_SLURM_PARTITION": "gpu",
         "TSM_SLURM_TRAIN_MINUTES": "30", "TSM_SLURM_CPU_PARTITION": "cpu",

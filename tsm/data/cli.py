@@ -151,7 +151,7 @@ def _download(args: argparse.Namespace) -> int:
         wanted += [d for d in args.benchmark_datasets(benchmark, args.repo) if d not in wanted]
     if not wanted:
         raise DataError("nothing to download: pass --dataset NAME [NAME ...] and/or --benchmark FILE")
-    status = download(wanted, args.root, force=args.force, probe_timeout=args.timeout)
+    status = download(wanted, args.root, force=args.force, probe_timeout=args.timeout, missing_only=args.missing_only)
     for name, state in status.items():
         print(f"{state:>16}: {args.root}/{name}")
     return 0
@@ -201,6 +201,8 @@ def _add_check_parsers(data_sub: argparse._SubParsersAction, benchmark_datasets:
                    help="fetch Salesforce/GiftEvalPretrain (GIFT-Eval's non-leaking pretraining corpus) into ROOT: "
                         "all of it, or the NAMEd saved-dataset folders")
     d.add_argument("--force", action="store_true", help="fetch again even when complete")
+    d.add_argument("--missing-only", action="store_true",
+                   help="fetch only datasets with no data files under ROOT yet (keeps what build-offline wrote)")
     d.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub before giving up")
     d.set_defaults(func=_download, benchmark_datasets=benchmark_datasets)
 

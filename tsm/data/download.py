@@ -41,6 +41,19 @@ class HubDataset:
 
 
 # ------------------------------------------------------------------------------------------- markers
+DATA_FILE_PATTERNS = ("*.parquet", "*.arrow")  # fev's mirror layout; a `datasets` save_to_disk folder
+
+
+def data_files_glob(folder: str | Path) -> str | None:
+    """The glob of the data files in `folder` (parquet first), or None when it holds none: what fev reads a
+    task from and what `--missing-only` takes as already there, whoever wrote it."""
+    folder = Path(folder)
+    for pattern in DATA_FILE_PATTERNS:
+        if folder.is_dir() and any(folder.glob(pattern)):
+            return str(folder / pattern)
+    return None
+
+
 def is_complete(folder: str | Path, dataset: HubDataset) -> bool:
     """True only for a folder this tool finished writing, for the same repo, name (and revision if given)."""
     marker = read_download_marker(folder)
@@ -129,10 +142,13 @@ def download_dataset(dataset: HubDataset, root: str | Path, force: bool = False,
 
 def download(wanted: Sequence[HubDataset], root: str | Path, force: bool = False,
              probe_timeout: float = PROBE_TIMEOUT_S,
-             load: Callable[[HubDataset], object] = load_from_hub) -> dict[str, str]:
-    """Fetch every dataset not yet complete under `root`; returns {name: "downloaded" | "already complete"}.
+             load: Callable[[HubDataset], object] = load_from_hub, missing_only: bool = False) -> dict[str, str]:
+    """Fetch every dataset not yet complete under `root`; returns {name: "downloaded" | "already complete" |
+    "already present"}.
 
-    The hub is probed once per repo, and only if something needs fetching, so a finished root works offline.
+    `missing_only`: a folder that holds data files written by something else (`tsm data build-offline`, a
+    copy) counts as there too, so an offline build is completed from the hub, never replaced. The hub is probed
+    once per repo, and only if something needs fetching, so a finished root works offline.
     """
     from tqdm.auto import tqdm
 
@@ -140,8 +156,15 @@ def download(wanted: Sequence[HubDataset], root: str | Path, force: bool = False
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise DataError(f"dataset name(s) {clashes} requested from several repos: they would share a folder")
-    todo = [d for d in wanted if force or not is_complete(Path(root) / d.name, d)]
-    status = {d.name: "already complete" for d in wanted if d not in todo}
+    todo, status = [], {}
+    for dataset in wanted:
+        folder = Path(root) / dataset.name
+        if not force and is_complete(folder, dataset):
+            status[dataset.name] = "already complete"
+        elif missing_only and not force and data_files_glob(folder):
+            status[dataset.name] = "already present"
+        else:
+            todo.append(dataset)
     shas = {repo: probe_hub(repo, timeout=probe_timeout) for repo in dict.fromkeys(d.repo for d in todo)}
     for dataset in tqdm(todo, desc="download", unit=" dataset", disable=not todo):
         download_dataset(dataset, root, force=True, sha=shas[dataset.repo], load=load)

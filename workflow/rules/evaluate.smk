@@ -28,8 +28,10 @@ rule evaluate:
 
 
 rule evaluate_fev:
-    """The same models on fev's own task definitions, through fev (data from the benchmark folder when a
-    task's dataset is there, else the hub); writes {model}-fev-summaries.csv beside, in fev's format."""
+    """The same models on fev's own task definitions, through fev; writes {model}-fev-summaries.csv beside, in
+    fev's format. The tasks' data come from the benchmark folder only (download_eval fetched them where
+    Snakemake runs): a compute node may have no internet, so the job is offline (HF_HUB_OFFLINE=1) and a task
+    whose data is missing stops it in seconds, naming the command that fetches it."""
     input:
         data=BENCHMARK_DATA,
         model=evaluated_model_input,
@@ -52,5 +54,5 @@ rule evaluate_fev:
         **cpu_job_resources(),
     shell:
         # One model per job: the report ranks them together (and beside the published results).
-        "tsm evaluate --model {params.model} --benchmark {params.tasks} --datasets-root {input.data}"
+        "HF_HUB_OFFLINE=1 tsm evaluate --model {params.model} --benchmark {params.tasks} --datasets-root {input.data}"
         " --output {output.scores} --reference-results > {log} 2>&1"

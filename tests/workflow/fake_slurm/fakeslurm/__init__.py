@@ -51,4 +51,6 @@ Environment (real seconds unless said otherwise):
   FAKE_SLURM_GRACE_TIME          fake-preempt: the partition's GraceTime (default 5; SLURM's default is 0)
   FAKE_SLURM_PREEMPT_MODE        fake-preempt: PreemptMode, requeue (default) or cancel
   FAKE_SLURM_ACCOUNTS            what sacctmgr lists
+  FAKE_SLURM_NODE_ENV            a JSON mapping the jobs' environment takes over what sbatch exported (the
+                                 cluster tests point HF_ENDPOINT at a closed port: nodes without internet)
 """

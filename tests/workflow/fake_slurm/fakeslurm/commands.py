@@ -30,7 +30,7 @@ from .parsers import (
     signal_number,
     time_minutes,
 )
-from .settings import KILL_WAIT, MIN_JOB_AGE, REQUEUE_DELAY, STATE, env_flag, env_float
+from .settings import KILL_WAIT, MIN_JOB_AGE, REQUEUE_DELAY, STATE, env_flag, env_float, node_environment
 from .state import (
     ACTIVE,
     COMPACT,
@@ -122,6 +122,7 @@ def sbatch(args: list[str]) -> int:
     })
     if "account" in opts:
         env["SLURM_JOB_ACCOUNT"] = opts["account"]
+    env.update(node_environment())  # the node's own settings win over the submitter's
     write_json(job_file(job_id, ".env.json"), env)
     write_json(job_file(job_id, ".state"), {"state": "PENDING", "sacct": "PENDING", "restarts": 0, "history": [],
                                           "eligible": time.time(), "requests": []})

@@ -4,6 +4,7 @@ variables, and where the fake keeps its state ($FAKE_SLURM_STATE)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -28,3 +29,10 @@ SECONDS_PER_MINUTE = env_float("FAKE_SLURM_SECONDS_PER_MINUTE", 60.0)
 KILL_WAIT = env_float("FAKE_SLURM_KILL_WAIT", 30.0)
 REQUEUE_DELAY = env_float("FAKE_SLURM_REQUEUE_DELAY", 1.0)
 SIGNAL_CHILDREN = env_flag("FAKE_SLURM_SIGNAL_CHILDREN", False)
+
+
+def node_environment() -> dict[str, str]:
+    """FAKE_SLURM_NODE_ENV (a JSON mapping): what a compute node's own environment sets over the one sbatch
+    exports, e.g. an HF_ENDPOINT nothing answers at, as on nodes without internet."""
+    value = os.environ.get("FAKE_SLURM_NODE_ENV", "").strip()
+    return {str(k): str(v) for k, v in json.loads(value).items()} if value else {}
