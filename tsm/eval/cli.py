@@ -93,10 +93,7 @@ def _leakage(args: argparse.Namespace) -> int:
         print(result.describe())
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps([
-            {"dataset": r.name, "series": r.series, "found": r.found, "share": r.share,
-             "found_with_test_window": len(r.found_test), "found_history": len(r.found_history),
-             "corpora": r.corpora} for r in results], indent=2))
+        Path(args.output).write_text(json.dumps([r.as_json() for r in results], indent=2))
         print(f"wrote {args.output}")
     return 0
 
