@@ -84,15 +84,29 @@ class ShapeEntries:
 def series_keys(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(keys, run starts) of one benchmark series: the keys a copy of each run is likely to have under
     rounding (several per run, near level boundaries)."""
-    x = np.asarray(values, dtype=np.float64)
-    if len(x) <= SHAPE_WINDOW or not np.isfinite(x).all():
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keys, series, starts = dataset_keys([values])
+    return keys, starts
+
+
+def dataset_keys(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keys, series, run starts) of a dataset's series, all runs at once."""
+    lengths = np.array([len(v) for v in values], np.int64)
+    if not len(values) or lengths.max(initial=0) <= SHAPE_WINDOW:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    x = np.concatenate([np.asarray(v, np.float64) for v in values])
+    series_of_value = np.repeat(np.arange(len(values)), lengths)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    finite = np.isfinite(x)
+    # |values| of each series (a shift such as z-normalising moves values by up to the series' own size)
+    magnitude = np.maximum.reduceat(np.where(finite, np.abs(x), 0.0), first) if len(x) else np.zeros(0)
     steps = np.lib.stride_tricks.sliding_window_view(np.diff(x), SHAPE_WINDOW)
+    run_series = series_of_value[: len(steps)]
+    starts = np.arange(len(steps)) - first[run_series]
+    inside = starts + RUN_VALUES <= lengths[run_series]  # runs across two series are none
+    clean = np.lib.stride_tricks.sliding_window_view(finite, RUN_VALUES).all(axis=1)[: len(steps)]
     size = np.abs(steps).max(axis=1)
-    magnitude = np.abs(x).max()  # a shift (z-normalising) moves values by up to the series' own size
-    usable = size > 1e-9 * max(magnitude, 1e-30)
-    steps, size = steps[usable], size[usable]
-    starts = np.flatnonzero(usable)
+    usable = inside & clean & (size > 1e-9 * np.maximum(magnitude[run_series], 1e-30))
+    steps, size, run_series, starts = steps[usable], size[usable], run_series[usable], starts[usable]
     scaled = steps / size[:, None] * (LEVELS / 2) + LEVELS / 2
     levels = np.clip(np.floor(scaled), 0, LEVELS - 1).astype(np.int64)
     nearest = np.clip(np.rint(scaled), 1, LEVELS - 1)  # the closest interior boundary
@@ -101,13 +115,13 @@ def series_keys(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Rounding error in level units: each value moves by up to error * 2 * magnitude (scaled, maybe shifted),
     # a difference by twice that, and so does the largest difference that divides it. A run's values closer
     # to a boundary than that may land on either side: its keys flip the MAX_AMBIGUOUS closest both ways (a
-    # value further in flips rarely, and a copy needs only one of its many runs to meet its key).
-    eps = 10 * HALF_ERROR * magnitude / spread
+    # value further in flips rarely, and a copy needs only one of its many runs to meet its key). Flips at
+    # distinct positions give distinct keys: no key repeats within a run.
+    eps = 10 * HALF_ERROR * magnitude[run_series] / spread
     closeness = np.where(distance < eps[:, None], distance / eps[:, None], np.inf)
     order = np.argsort(closeness, axis=1, kind="stable")[:, :MAX_AMBIGUOUS]
-    flippable = np.take_along_axis(closeness, order, axis=1) < np.inf
-    count = flippable.sum(axis=1)
-    keys, key_starts = [], []
+    count = (np.take_along_axis(closeness, order, axis=1) < np.inf).sum(axis=1)
+    keys, key_series, key_starts = [], [], []
     for n in np.unique(count):
         rows = np.flatnonzero(count == n)
         base = _pack(levels[rows])
@@ -121,8 +135,9 @@ def series_keys(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         else:
             variants = base[:, None]
         keys.append(variants.ravel())
+        key_series.append(np.repeat(run_series[rows], variants.shape[1]))
         key_starts.append(np.repeat(starts[rows], variants.shape[1]))
-    return np.concatenate(keys), np.concatenate(key_starts)
+    return np.concatenate(keys), np.concatenate(key_series), np.concatenate(key_starts)
 
 
 def _pack(levels: np.ndarray) -> np.ndarray:
@@ -134,27 +149,21 @@ def build_entries(datasets: list[list[tuple[np.ndarray, int]]]) -> tuple[ShapeEn
     """Every benchmark run's keys, sorted by key, without the common shapes; and how many keys were dropped."""
     parts = []
     for d, series in enumerate(datasets):
-        for s, (values, test_start) in enumerate(series):
-            keys, starts = series_keys(values)
-            if len(keys):
-                parts.append((keys, np.full(len(keys), d, np.int32), np.full(len(keys), s, np.int32), starts,
-                              starts + RUN_VALUES > test_start))
+        keys, which, starts = dataset_keys([values for values, _ in series])
+        test_starts = np.array([start for _, start in series], np.int64)
+        if len(keys):
+            parts.append((keys, np.full(len(keys), d, np.int32), which.astype(np.int32), starts,
+                          starts + RUN_VALUES > test_starts[which]))
     if not parts:
         empty = np.zeros(0, np.int64)
         return ShapeEntries(empty, empty.astype(np.int32), empty.astype(np.int32), empty, empty.astype(bool)), 0
     columns = [np.concatenate(column) for column in zip(*parts, strict=True)]
-    # A run's key variants may repeat (two flips that cancel): one entry per (key, run) is enough.
-    order = np.lexsort((columns[3], columns[2], columns[1], columns[0]))
+    order = np.argsort(columns[0])
     columns = [column[order] for column in columns]
-    same = np.ones(len(order), bool)
-    same[1:] = ((columns[0][1:] == columns[0][:-1]) & (columns[1][1:] == columns[1][:-1])
-                & (columns[2][1:] == columns[2][:-1]) & (columns[3][1:] == columns[3][:-1]))
-    same[0] = False
-    columns = [column[~same] for column in columns]
-    unique, inverse, counts = np.unique(columns[0], return_inverse=True, return_counts=True)
-    keep = counts[inverse] <= MAX_KEY_ENTRIES
-    dropped = int((~keep).sum())
-    return ShapeEntries(*[column[keep] for column in columns]), dropped
+    first = np.flatnonzero(np.r_[True, columns[0][1:] != columns[0][:-1]])  # where each key's entries begin
+    counts = np.diff(np.r_[first, len(order)])
+    keep = np.repeat(counts, counts) <= MAX_KEY_ENTRIES
+    return ShapeEntries(*[column[keep] for column in columns]), int((~keep).sum())
 
 
 def affine_fit(benchmark: np.ndarray, corpus: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
