@@ -56,18 +56,32 @@ def corpus_keys(values: np.ndarray) -> np.ndarray:
     if count <= 0:
         return np.zeros(0, dtype=np.int64)
     steps = np.diff(x)
-    size = np.lib.stride_tricks.sliding_window_view(np.abs(steps), SHAPE_WINDOW).max(axis=1)
+    size = sliding_max(np.abs(steps), SHAPE_WINDOW)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         scale = np.float32(LEVELS / 2) / size
         valid = np.isfinite(scale) & (size > 0)
         scale[~valid] = 0
-        keys = np.zeros(count, dtype=np.int64)
+        keys = np.zeros(count, dtype=np.uint32)
+        level = np.empty(count, dtype=np.float32)
         for offset in range(SHAPE_WINDOW):
-            level = (steps[offset: offset + count] * scale + np.float32(LEVELS / 2)).astype(np.int64)
-            np.clip(level, 0, LEVELS - 1, out=level)
-            keys = (keys << LEVEL_BITS) | level
-    keys[~valid] = -1
-    return keys
+            np.multiply(steps[offset: offset + count], scale, out=level)
+            level += np.float32(LEVELS / 2)
+            np.clip(level, 0, LEVELS - 1, out=level)  # the largest difference lands on LEVELS: the top level
+            keys <<= np.uint32(LEVEL_BITS)
+            keys |= level.astype(np.uint32)
+    result = keys.astype(np.int64)
+    result[~valid] = -1
+    return result
+
+
+def sliding_max(values: np.ndarray, window: int) -> np.ndarray:
+    """max(values[i:i + window]) for every i (window a power of two: log2(window) passes)."""
+    result = values
+    width = 1
+    while width < window:
+        result = np.maximum(result[:-width], result[width:])
+        width *= 2
+    return result
 
 
 @dataclass
