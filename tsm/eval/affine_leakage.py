@@ -5,24 +5,26 @@ mean absolute value, others z-normalise it or change its unit (x1000, as M3 did 
 as float16/bfloat16, and keep a window of it. Each is `copy = a * values + b` (a > 0), rounded, over a
 stretch of the series. Two stages find these:
 
-1. Candidates. Every run of `SHAPE_WINDOW` values is reduced to its shape: the values min-max normalised
-   (invariant to a and b) and quantised to `LEVELS` levels, packed into a 24-bit key. Rounding moves a value
-   by at most ~eps of the window's range, which can cross a level boundary: on the benchmark side (small),
-   every value within eps of a boundary is indexed both ways (at most 2^MAX_AMBIGUOUS keys per run), so the
-   corpus side computes one key per run (vectorised) and a rounded copy still meets its run. eps is bfloat16's
-   error where that leaves few ambiguous values, float32's otherwise (a flat run can then only be found in a
-   copy kept at single precision). Keys shared by more than `MAX_KEY_ENTRIES` benchmark runs are common
-   shapes (ramps, a single step): they are not indexed.
+1. Candidates. Every run of `SHAPE_WINDOW` differences (RUN_VALUES values) is reduced to its shape: the
+   differences divided by the largest one's size (invariant to a and b) and quantised to `LEVELS` levels,
+   packed into a 32-bit key. Differences, not values: a random walk's or a sales series' steps are nearly
+   independent, so their shapes are rare, where coarse levels of the values of one are shared by many.
+   Rounding moves a difference by up to ~eps of the largest one, which can cross a level boundary: on the
+   benchmark side (small), the MAX_AMBIGUOUS differences closest to a boundary within eps are indexed both
+   ways, so the corpus side computes one key per run (vectorised) and a rounded copy meets most of its runs.
+   Keys shared by more than `MAX_KEY_ENTRIES` benchmark runs are common shapes: they are not indexed.
 2. Verification. Each candidate pair of runs is fitted `corpus = a * benchmark + b` by least squares; it
-   passes when a > 0 and every residual is within the rounding error of the precision it was indexed at. A
-   passing pair is grown along its alignment, within the corpus series, as far as the fit holds, refitted on
-   that stretch and checked again. The stretch must also be informative: a straight line (and any shape a
-   quadratic describes to within the tolerance) is the affine image of every other one, so at least
-   `MIN_DETAIL_POINTS` benchmark values must stand further than the tolerance from their best quadratic.
+   passes when a > 0, every residual is within half-precision rounding, and the run holds SEED_BITS of
+   detail. A passing pair is grown along its alignment, within the corpus series, as far as the fit holds
+   (at float32 precision if it holds there, else at half), refitted on that stretch and checked again. The
+   stretch must also be informative (detail_bits): a straight line is the affine image of every other one,
+   and any smooth curve follows a smooth stretch within a coarse tolerance, so its detail beyond the copy's
+   own residual must reach MIN_DETAIL_BITS; a half-precision stretch must also be MIN_HALF_STRETCH long.
    Constant runs, KernelSynth's trends and smooth kernels and random walks do not pass (tests/eval).
 
 What it cannot see: a sum of two or more series (TSMixup with several components), a copy with another
-sign (a < 0), noise added or values resampled, and runs shorter than `SHAPE_WINDOW`.
+sign (a < 0), noise added or values resampled, copies shorter than RUN_VALUES, and in half precision a series
+whose variation is within the rounding of its level.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 
 SHAPE_WINDOW = 16  # differences per shape: 16 x 2 bits make a 32-bit key (enough to be rare, see below)
 RUN_VALUES = SHAPE_WINDOW + 1  # values per run: SHAPE_WINDOW differences
-LEVELS = 4  # quantisation levels of a min-max normalised run
+LEVELS = 4  # quantisation levels of a normalised difference (-1..1)
 MAX_AMBIGUOUS = 4  # differences near a level boundary flipped per indexed run (2^4 keys)
 MAX_KEY_ENTRIES = 48  # a shape this common among the benchmark's runs tells nothing: not indexed
 HALF_ERROR = 2.0**-9  # bfloat16's relative rounding error (round to nearest; float16's is 2^-11)

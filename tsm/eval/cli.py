@@ -125,13 +125,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                         f"by this zero-shot model's, as fev does (e.g. {SEASONAL_NAIVE})")
     p.add_argument("--no-series-check", action="store_true",
                    help="skip searching the model's training corpora for the benchmark's series (tsm leakage); "
-                        "it reads the corpora once, ~28M values/s")
+                        "it reads the corpora once, ~1M values/s")
     p.set_defaults(func=_evaluate)
     leak = sub.add_parser("leakage", help="find a benchmark's series in training corpora (renamed, converted, cut)",
                           description="Hash every run of 8 consecutive values of each benchmark series and look "
-                                      "up every run of the corpora: per dataset, the share of series whose "
-                                      "history or test window a corpus holds. tsm evaluate runs the same check "
-                                      "on a model's own corpora (from its training provenance).")
+                                      "up every run of the corpora (exact copies), and match the shape of every "
+                                      "run of 16 differences, verified by an affine fit (copies scaled, shifted, "
+                                      "rounded to float16/bfloat16, cut): per dataset, the share of series whose "
+                                      "history or test window a corpus holds, exact and transformed copies apart. "
+                                      "tsm evaluate runs the same check on a model's own corpora (from its "
+                                      "training provenance).")
     leak.add_argument("--benchmark", required=True, help="benchmark definition (config/benchmarks/...)")
     leak.add_argument("--datasets-root", default="data/benchmarks", help="folder holding the benchmark datasets")
     leak.add_argument("--corpus", nargs="+", required=True, help="training corpus folders to search")
