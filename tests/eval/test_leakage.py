@@ -142,6 +142,8 @@ def test_leakage_command_prints_and_writes_the_share_per_dataset(m3_benchmark, t
     expected.scan(ArrowCorpus(corpus))
     assert found["monash_m3_yearly"]["found"] == expected.results[0].found >= 64
     assert found["monash_m3_yearly"]["corpora"] == {"c": expected.results[0].found}
+    assert found["monash_m3_yearly"]["found_exact"] == len(expected.results[0].found_exact) >= 64
+    assert found["monash_m3_yearly"]["found_transformed"] == len(expected.results[0].transformed)
     assert found["monash_m3_monthly"]["found"] == 0
     assert f"monash_m3_yearly: {expected.results[0].found} of {len(yearly)} series" in printed
     assert main(["leakage", "--benchmark", str(path), "--datasets-root", str(root), "--corpus",

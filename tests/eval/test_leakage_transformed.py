@@ -152,24 +152,17 @@ def test_a_line_verifies_but_holds_no_detail():
     assert stretch == shapes.Stretch(0, 40, shapes.HALF)
 
 
-def test_leakage_json_reports_exact_and_transformed_apart(tmp_path):
-    from tsm.cli import main
-    from tsm.data.competitions import build_competition_dataset
-
-    benchmark = tmp_path / "m1q.yaml"
-    benchmark.write_text(json.dumps({"name": "m", "datasets": [
-        {"name": "monash_m1_quarterly", "offset": -8, "prediction_length": 8, "num_rolls": 1, "freq": "Q"}]}))
-    build_competition_dataset("monash_m1_quarterly", tmp_path / "root")
+def test_the_findings_report_exact_and_transformed_apart():
+    """What `tsm leakage --output` writes per dataset (DatasetLeakage.as_json; the command itself:
+    tests/eval/test_leakage.py)."""
     series = load_competition_series("monash_m1_quarterly")[1]
-    corpus = write_corpus(tmp_path / "c", [v.astype(np.float32) for v in series[:10]]
-                          + [mean_scaled(v.astype(np.float64)).astype(np.float32) for v in series[10:30]])
-    assert main(["leakage", "--benchmark", str(benchmark), "--datasets-root", str(tmp_path / "root"),
-                 "--corpus", str(corpus), "--output", str(tmp_path / "leak.json")]) == 0
-    row = json.loads((tmp_path / "leak.json").read_text())[0]
-    expected = BenchmarkIndex({"q": [(v, len(v) - 8) for v in series]})
-    expected.scan(ArrowCorpus(corpus))
-    found = expected.results[0]
+    index = BenchmarkIndex({"monash_m1_quarterly": [(v, len(v) - 8) for v in series]})
+    index.scan_series([v.astype(np.float32) for v in series[:10]]
+                      + [mean_scaled(v.astype(np.float64)).astype(np.float32) for v in series[10:30]], "c")
+    found = index.results[0]
+    row = json.loads(json.dumps(found.as_json()))
+    assert set(range(10)) <= found.found_exact and set(range(10, 30)) <= found.transformed
     assert row["found"] == row["found_exact"] + row["found_transformed"] == found.found >= 30
     assert (row["found_exact"], row["found_transformed"]) == (len(found.found_exact), len(found.transformed))
-    assert set(range(10)) <= found.found_exact and set(range(10, 30)) <= found.transformed
     assert row["share_transformed"] == pytest.approx(row["found_transformed"] / len(series))
+    assert row["share"] == pytest.approx(row["found"] / len(series)) and row["corpora"] == {"c": found.found}

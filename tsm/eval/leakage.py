@@ -20,6 +20,7 @@ found only through its shape a transformed copy.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -256,7 +257,7 @@ class _ShapeIndex:
         self.batch = batch
 
     def find(self, part: np.ndarray, part_start: int, values: np.ndarray, bounds: np.ndarray,
-             results: list[DatasetLeakage], corpus: str):
+             results: list[DatasetLeakage], corpus: str) -> Iterator[tuple[int, int, shapes.Stretch]]:
         """Yield (dataset, series, Stretch) for every verified transformed copy in `part` (values[part_start:])."""
         keys = shapes.corpus_keys(part)
         slots = _prefilter_slot(keys)
@@ -277,7 +278,9 @@ class _ShapeIndex:
             ok = shapes.verify_runs(benchmark_runs, corpus_runs)
             run, entry = run[ok] + part_start, entry[ok]
             segment = np.searchsorted(bounds, run, side="right") - 1
-            inside = run + shapes.RUN_VALUES <= bounds[np.minimum(segment + 1, len(bounds) - 1)]
+            segment_end = bounds[np.clip(segment + 1, 0, len(bounds) - 1)]
+            # within one series (values outside every row, as in a sliced chunk, belong to none)
+            inside = (segment >= 0) & (segment < len(bounds) - 1) & (run + shapes.RUN_VALUES <= segment_end)
             for r, e, g in zip(run[inside], entry[inside], segment[inside], strict=True):
                 d, s = int(self.entries.datasets[e]), int(self.entries.series[e])
                 offset = int(self.entries.starts[e]) - (int(r) - int(bounds[g]))
