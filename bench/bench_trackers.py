@@ -1,9 +1,11 @@
 """Tracker cost: the trainer's median step time with each `report_to` tracker on vs. TensorBoard alone, as ratios
 measured in the same rounds.
 
-Config: `config/training/chronos2-test.yaml` (2 layers, d_model 256, context 512, batch 16) on a synthetic
-random-walk corpus, logging every `--log-steps` (2: five times the test config's rate, so the trackers get a
-flush of ~25 scalars every other step), checkpoints pushed past max_steps. Variants, each a whole run:
+Config: `config/training/chronos2-test.yaml` shrunk as the tests shrink it (d_model 64, context 128, batch 8:
+short steps, so a per-step cost of the trackers shows the most; `--test-config` keeps d_model 256, context 512,
+batch 16) on a synthetic random-walk corpus, logging every `--log-steps` (2: five times the test config's rate,
+so the trackers get a flush of ~25 scalars every other step), checkpoints pushed past max_steps. Variants, each
+a whole run:
 
 - `off`: report_to [tensorboard] (the default)
 - `mlflow-file`: + MLflow, a local file store
@@ -17,7 +19,7 @@ Rounds interleave the variants (the order rotates each round); a run's figure is
 median step time over `off`'s in that round; the printed figure is the median of the rounds' ratios.
 Torch runs on `--threads` (default 1): the machine's 2 cores are shared with other jobs.
 Usage: python bench/bench_trackers.py [--steps 40] [--rounds 3] [--warmup 5] [--log-steps 2] [--threads 1]
-       [--variants off mlflow-file ...]
+       [--variants off mlflow-file ...] [--test-config]
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from tsm.train.monitor import TrainingMonitor
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "config" / "training" / "chronos2-test.yaml"
+TINY = {"context_length": 128, "prediction_length": 32, "min_past": 16, "per_device_train_batch_size": 8,
+        "model.d_model": 64, "model.d_kv": 16, "model.d_ff": 128, "model.num_heads": 4}
 VARIANTS = ("off", "mlflow-file", "mlflow-server", "mlflow-unreachable", "wandb-offline")
 
 
@@ -121,6 +125,7 @@ def median_step_ms(variant: str, corpus: Path, out: Path, args, tmp: Path, serve
     cfg = load_config(TEST_CONFIG, {
         "training_data_paths": [str(corpus)], "output_dir": str(out), "max_steps": args.steps,
         "save_steps": args.steps * 10, "log_steps": args.log_steps, **settings_for(variant, tmp, server_uri),
+        **({} if args.test_config else TINY),
     })
     loop.TrainingMonitor = factory  # the loop builds its monitor by this name
     try:
@@ -139,6 +144,7 @@ def main() -> None:
     parser.add_argument("--log-steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--test-config", action="store_true", help="the test config's own model and batch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = ["off", *[v for v in args.variants if v != "off"]]
@@ -147,7 +153,8 @@ def main() -> None:
         print("wandb is not installed: wandb-offline left out")
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(tmp), WANDB_CACHE_DIR=str(tmp / "wandb-cache"),
+        os.environ.update(MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_ALLOW_FILE_STORE="true", WANDB_MODE="offline",
+                          WANDB_DIR=str(tmp), WANDB_CACHE_DIR=str(tmp / "wandb-cache"),
                           WANDB_DATA_DIR=str(tmp / "wandb-data"), WANDB_SILENT="true")
         corpus = make_corpus(tmp / "corpus")
         server = mlflow_server(tmp) if "mlflow-server" in variants else contextlib.nullcontext()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -123,7 +124,7 @@ def test_logging_never_waits_on_a_server_that_does_not_answer(tmp_path, caplog, 
         silent.close()
 
 
-# --- real runs: what the trackers hold equals TensorBoard's events -------------------------------------------
+# --- real runs: what the trackers hold equals TensorBoard's events (e2e: each trains a tiny model) -----------
 
 def tensorboard_points(run: Path) -> Counter:
     """(tag, step, float32 value) of every scalar event, duplicates kept (a resumed leg rewrites some steps)."""
@@ -146,10 +147,11 @@ def mlflow_points(uri: str, run_id: str) -> Counter:
 def train_run(corpus: Path, out: Path, **settings) -> Path:
     from tsm.train.loop import train
 
-    return train(tiny_config(corpus, out, max_steps=6, log_steps=2, save_steps=3,
-                             **{"monitoring.health_report_interval": 3}, **settings))
+    given = {"max_steps": 6, "log_steps": 2, "save_steps": 3, "monitoring.health_report_interval": 3, **settings}
+    return train(tiny_config(corpus, out, **given))
 
 
+@pytest.mark.e2e
 def test_mlflow_file_store_holds_what_tensorboard_holds_and_a_resumed_leg_continues_the_run(tmp_path, corpus):
     uri = (tmp_path / "mlruns").as_uri()
     out = tmp_path / "run"
@@ -172,13 +174,14 @@ def test_mlflow_file_store_holds_what_tensorboard_holds_and_a_resumed_leg_contin
     assert len(client.search_runs([run.info.experiment_id])) == 1
     both = mlflow_points(uri, run_id)
     assert both == tensorboard_points(out)
-    assert {s for tag, s, _ in both if tag == "train/loss"} == {2, 4, 6, 8, 9}
+    assert {s for tag, s, _ in both if tag == "train/loss"} == {2, 3, 4, 6, 8, 9}  # log and health-report steps
     assert client.get_run(run_id).info.status == "FINISHED"
     assert client.get_run(run_id).data.params["max_steps"] == "6"  # MLflow keeps parameters fixed
     log = (out / "training.log").read_text()
     assert "MLflow: continuing run" in log and "max_steps 6 -> 9" in log
 
 
+@pytest.mark.e2e
 def test_an_unreachable_mlflow_server_warns_and_training_finishes(tmp_path, corpus, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     out = tmp_path / "run"
@@ -239,9 +242,6 @@ def test_mlflow_tracking_server_holds_what_tensorboard_holds(tmp_path, corpus, m
     client = mlflow.tracking.MlflowClient(mlflow_server)
     assert client.get_run(run_id).data.params["model.num_layers"] == "2"
     assert "final-checkpoint/model.safetensors" in {a.path for a in client.list_artifacts(run_id, "final-checkpoint")}
-    train_run(corpus, out, report_to=["tensorboard", "mlflow"], mlflow_tracking_uri=mlflow_server, max_steps=8)
-    assert read_tracker_runs(out)["mlflow"]["run_id"] == run_id
-    assert mlflow_points(mlflow_server, run_id) == tensorboard_points(out)
 
 
 # --- W&B offline ---------------------------------------------------------------------------------------------
@@ -259,18 +259,31 @@ def wandb_points(out: Path) -> tuple[set[str], Counter]:
 
 
 def read_wandb_history(path: Path) -> list[dict]:
+    """The history rows of an offline `.wandb` file: a ":W&B" header, then LevelDB-log records (32 KiB blocks,
+    7-byte record headers: CRC, length, type full/first/middle/last) holding wandb's protobuf `Record`s."""
     from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
 
-    store = datastore.DataStore()
-    store.open_for_scan(str(path))
-    rows = []
-    while (data := store.scan_data()) is not None:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
-        if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                         for item in record.history.item})
+    data, block, header = path.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    pos, pending, rows = header, b"", []
+    while pos + header <= len(data):
+        room = block - pos % block
+        if room < header:  # a block's trailer is padding
+            pos += room
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + header])
+        if kind == 0:  # zero padding up to the block's end
+            pos += room
+            continue
+        chunk = data[pos + header:pos + header + length]
+        pos += header + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
     return rows
 
 
