@@ -124,6 +124,29 @@ def test_logging_never_waits_on_a_server_that_does_not_answer(tmp_path, caplog, 
         silent.close()
 
 
+def test_a_leg_ended_by_an_exception_still_sends_and_the_next_leg_continues_the_run(tmp_path):
+    """A preempted leg ends by an exception, not through monitor.finish: the exit hook sends what is queued and
+    marks the run KILLED; the next leg from the same folder continues that run, its parameters kept."""
+    uri = (tmp_path / "mlruns").as_uri()
+    first = TrackerHub(settings_for(uri), tmp_path, {"max_steps": 10, "seed": 1})
+    first.log(1, {"train/loss": 2.0, "train/lr": 0.1})
+    first.log(2, {"train/loss": 1.5})
+    first._close_at_exit()  # what atexit runs as the preempted process exits
+    run_id = read_tracker_runs(tmp_path)["mlflow"]["run_id"]
+    client = mlflow.tracking.MlflowClient(uri)
+    assert client.get_run(run_id).info.status == "KILLED"
+    second = TrackerHub(settings_for(uri), tmp_path, {"max_steps": 20, "seed": 1})
+    second.log(3, {"train/loss": 1.0})
+    second.close()
+    assert read_tracker_runs(tmp_path)["mlflow"]["run_id"] == run_id
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params == {"max_steps": "10", "seed": "1"}
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")] == [(1, 2.0), (2, 1.5),
+                                                                                             (3, 1.0)]
+    assert mlflow_points(uri, run_id) == Counter([point("train/loss", 1, 2.0), point("train/lr", 1, 0.1),
+                                                  point("train/loss", 2, 1.5), point("train/loss", 3, 1.0)])
+
+
 # --- real runs: what the trackers hold equals TensorBoard's events (e2e: each trains a tiny model) -----------
 
 def tensorboard_points(run: Path) -> Counter:
