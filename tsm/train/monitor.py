@@ -184,8 +184,8 @@ class TrainingMonitor:
 
             self.writer = SummaryWriter(log_dir=str(output_dir / TENSORBOARD))
             self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "\n```", 0)
+        TrackerHub.check_installed(s)  # on every rank: one rank stopping alone would leave the others waiting
         if self.is_main:
-            TrackerHub.check_installed(s)
             self.trackers = TrackerHub(s, output_dir, cfg.model_dump(mode="json")) or None
         self.profiler = StepProfiler(s.profile_steps, output_dir, self.rank, self.device)
         now = time.perf_counter()
