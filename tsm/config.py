@@ -73,6 +73,32 @@ class MonitorConfig(_Strict):
     loss_ema_fast_steps: int = Field(50, gt=0)  # span of the fast loss EMA (the log line's `ema=`)
     loss_ema_slow_steps: int = Field(500, gt=0)  # span of the slow loss EMA (the health report's trend)
     alert_cooldown_steps: int = Field(500, gt=0)  # the same kind of alert is printed at most once per this many steps
+    # Where every scalar goes (tsm/train/trackers.py): TensorBoard and/or the experiment trackers, rank 0 only.
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
+    tracker_run_name: str | None = None  # null: the run folder's last two parts (e.g. test/stage1)
+    mlflow_tracking_uri: str | None = None  # null: MLFLOW_TRACKING_URI, else MLflow's own default
+    mlflow_experiment: str = "tsm"
+    wandb_project: str | None = None  # null: WANDB_PROJECT, else "tsm"
+    wandb_entity: str | None = None  # null: WANDB_ENTITY, else the account's default
+    # How long the end of training waits for a tracker to take what is left (the final model's upload included)
+    # before it gives up, says what was not sent, and ends anyway.
+    tracker_timeout_s: float = Field(600.0, gt=0)
+    # [start, stop]: a torch.profiler trace of these optimizer steps (tsm/train/profiling.py); null: off.
+    profile_steps: list[int] | None = Field(None, min_length=2, max_length=2)
+
+    @field_validator("report_to")
+    @classmethod
+    def _unique_trackers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"report_to names a tracker twice: {value}")
+        return value
+
+    @field_validator("profile_steps")
+    @classmethod
+    def _profile_window(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not 1 <= value[0] <= value[1]:
+            raise ValueError(f"profile_steps must be [start, stop] with 1 <= start <= stop, got {value}")
+        return value
 
 
 class ParallelismConfig(_Strict):

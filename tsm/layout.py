@@ -19,6 +19,8 @@ TRAINING_SUMMARY = "training-summary.json"  # what the run did, for the report (
 MODEL_SELECTION = "model-selection.json"  # scores, the top-K checkpoints and the export decision
 BEST_CHECKPOINT_LINK = "best-checkpoint"
 TENSORBOARD = "tensorboard"
+TRACKER_RUNS = "tracker-runs.json"  # the MLflow / W&B run ids a later leg of the run continues (tsm.train.trackers)
+PROFILE = "profile"  # torch.profiler traces and CUDA memory snapshots of profile_steps (tsm.train.profiling)
 FINAL_CHECKPOINT = "final-checkpoint"
 # final-checkpoint set aside by `tsm launch` when SLURM's warning signal came as the training finished: the
 # workflow's job step (signalled too) fails the job and would delete it; the requeued leg puts it back. The

@@ -106,6 +106,7 @@ def train(cfg: TrainConfig) -> Path:
                     selection.log_early_stop(step - 1, start_step)
                     step, status = step - 1, "stopped early"
                     break
+                monitor.before_step(step)
                 result = train_step(model, data, optimizer, scheduler, accelerator, cfg, guard, step)
                 monitor.on_step(step, result.loss, result.grad_norm, result.lr, result.samples, result.data_wait,
                                 result.tokens)
@@ -127,6 +128,7 @@ def train(cfg: TrainConfig) -> Path:
             monitor.close()
             model, exported = export_model(cfg, selection, accelerator, model, step)
             final = save_final(accelerator, model, cfg, step if exported is None else exported)
+            monitor.finish(final)
             summary.update(step, monitor.last_logged_loss, guard.total, status, selection.summary.get("exported"))
         logger.info("Done: %d steps in %.1fs (%d non-finite steps skipped). Final model: %s",
                     step - start_step, summary.leg.seconds, guard.total, final)

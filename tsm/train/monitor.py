@@ -1,5 +1,7 @@
 """What a person watching a run sees: the per-step line, the boxed health report, alerts, `training.log`
-and TensorBoard scalars.
+and the scalars, which go to TensorBoard and the trackers of `report_to` (tsm.train.trackers) through one
+method, `_scalar`, so that no figure reaches one and not the other. The monitor also drives `profile_steps`
+(tsm.train.profiling).
 
 Cost model: `on_step` only appends the step's tensors and host timings to lists. Every `log_steps` (and at
 each health report) the window is flushed with ONE reduction over ranks, which is also the only point where
@@ -48,6 +50,8 @@ from tsm.train.health import (
     percentile,
     render_health_report,
 )
+from tsm.train.profiling import StepProfiler
+from tsm.train.trackers import TrackerHub
 
 logger = logging.getLogger("tsm")
 
@@ -173,11 +177,17 @@ class TrainingMonitor:
         self.data_stats = data_stats
         self.memory = MemoryProbe(self.device)
         self.writer = None
-        if self.is_main:
+        self.trackers: TrackerHub | None = None
+        self._tracker_points: dict[int, dict[str, float]] = {}  # step -> scalars not yet queued for the trackers
+        if self.is_main and "tensorboard" in s.report_to:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(output_dir / TENSORBOARD))
             self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "\n```", 0)
+        TrackerHub.check_installed(s)  # on every rank: one rank stopping alone would leave the others waiting
+        if self.is_main:
+            self.trackers = TrackerHub(s, output_dir, cfg.model_dump(mode="json")) or None
+        self.profiler = StepProfiler(s.profile_steps, output_dir, self.rank, self.device)
         now = time.perf_counter()
         self._run_started = now
         self._window = _Window(started=now)
@@ -208,6 +218,10 @@ class TrainingMonitor:
 
     # --- called by the loop -----------------------------------------------------------------------
 
+    def before_step(self, step: int) -> None:
+        """Just before optimizer step `step` starts (profile_steps begins here)."""
+        self.profiler.before_step(step)
+
     def on_step(self, step: int, loss: torch.Tensor, grad_norm, lr: float, samples: int,
                 data_wait_s: float = 0.0, tokens: tuple[int, int] = (0, 0)) -> None:
         """One step's figures; `tokens` is (padding tokens, all tokens) of its batches."""
@@ -226,6 +240,8 @@ class TrainingMonitor:
         w.padding_tokens += tokens[0]
         w.tokens += tokens[1]
         w.data_wait_s += data_wait_s
+        if self.profiler.after_step(step):
+            self._skip_next_latency = True  # writing the trace is not a step's time
         if step % self.log_steps == 0 or step % self.settings.health_report_interval == 0 or step >= self.max_steps:
             self._flush(step)
 
@@ -247,8 +263,8 @@ class TrainingMonitor:
             logger.info("%s at step %s: %s", title, f"{step:,}",
                         "  ".join(f"{name}={value:.6g}" for name, value in scores.items()))
             for name, value in scores.items():  # a non-finite score too: the report shows it, not a gap
-                if self.writer is not None:
-                    self.writer.add_scalar(f"{tag}/{name}", value, step)
+                self._scalar(f"{tag}/{name}", value, step, keep_nonfinite=True)
+            self._send_to_trackers()
 
     def close(self) -> None:
         """Flush what is left and, on rank 0, write the closing health report. It comes here rather than at
@@ -257,8 +273,17 @@ class TrainingMonitor:
             self._flush(self._window.steps[-1])
         if self.is_main and self._last_flushed and self._last_reported != self._last_flushed:
             self._health_report(self._last_flushed, self._last_flushed_at)  # an evaluation after it is no step
+        self.profiler.finish()  # a leg that ended inside profile_steps writes what it recorded
+        self._send_to_trackers()
         if self.writer is not None:
             self.writer.close()
+
+    def finish(self, final_model: Path | None) -> None:
+        """After the final model folder is written: the trackers upload it, take what is queued and end their
+        runs (waiting at most tracker_timeout_s)."""
+        if self.trackers is not None:
+            self._send_to_trackers()
+            self.trackers.close(final_model)
 
     # --- flush: one reduction, then rank 0 only ---------------------------------------------------
 
@@ -277,6 +302,7 @@ class TrainingMonitor:
         if step % self.settings.health_report_interval == 0 and step < self.max_steps:  # the last one: close()
             self._health_report(step, now)
         self._last_flushed, self._last_flushed_at = step, now
+        self._send_to_trackers()
 
     def _reduce(self, w: _Window) -> tuple[list[float], list[float], list[float], list[list[float]]]:
         """Losses and norms (means over ranks), (samples, padding tokens, tokens) summed, each rank's slots."""
@@ -375,9 +401,21 @@ class TrainingMonitor:
         rate = self.rate.steps_per_s
         return rate if math.isfinite(rate) else fallback  # one log point so far: the window's own rate
 
-    def _scalar(self, tag: str, value: float, step: int) -> None:
-        if self.writer is not None and math.isfinite(value):
+    def _scalar(self, tag: str, value: float, step: int, keep_nonfinite: bool = False) -> None:
+        """The one way a scalar leaves the monitor: TensorBoard now, the trackers at the end of the flush."""
+        if not (keep_nonfinite or math.isfinite(value)):
+            return
+        if self.writer is not None:
             self.writer.add_scalar(tag, value, step)
+        if self.trackers is not None:
+            self._tracker_points.setdefault(step, {})[tag] = float(value)
+
+    def _send_to_trackers(self) -> None:
+        """Queue the flush's scalars for the trackers (a queue put per step: the step never waits on them)."""
+        if self.trackers is not None:
+            for step, scalars in self._tracker_points.items():
+                self.trackers.log(step, scalars)
+        self._tracker_points = {}
 
     # --- the health report ------------------------------------------------------------------------
 
