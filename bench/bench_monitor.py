@@ -51,10 +51,10 @@ class TimedMonitor(TrainingMonitor):
         super().__init__(*args, **kwargs)
         self.stamps, self.inside_s = [], 0.0
 
-    def on_step(self, step, loss, grad_norm, lr, samples, data_wait_s=0.0):
+    def on_step(self, step, loss, grad_norm, lr, samples, data_wait_s=0.0, tokens=(0, 0)):
         started = time.perf_counter()
         self.stamps.append(started)
-        super().on_step(step, loss, grad_norm, lr, samples, data_wait_s)
+        super().on_step(step, loss, grad_norm, lr, samples, data_wait_s, tokens)
         self.inside_s += time.perf_counter() - started
 
 
@@ -64,10 +64,16 @@ class NoOpMonitor(TimedMonitor):
     def __init__(self, *args, **kwargs):
         self.stamps, self.inside_s = [], 0.0
 
-    def on_step(self, step, loss, grad_norm, lr, samples, data_wait_s=0.0):
+    def on_step(self, step, loss, grad_norm, lr, samples, data_wait_s=0.0, tokens=(0, 0)):
         self.stamps.append(time.perf_counter())
 
+    def before_step(self, step):
+        pass
+
     def on_benchmark(self, step, scores):
+        pass
+
+    def finish(self, final_model):
         pass
 
     def close(self):
@@ -79,9 +85,9 @@ class BlockMonitor(TimedMonitor):
 
     block = 10
 
-    def on_step(self, step, loss, grad_norm, lr, samples, data_wait_s=0.0):
+    def on_step(self, step, loss, grad_norm, lr, samples, data_wait_s=0.0, tokens=(0, 0)):
         if ((step - 1) // self.block) % 2 == 0:
-            super().on_step(step, loss, grad_norm, lr, samples, data_wait_s)
+            super().on_step(step, loss, grad_norm, lr, samples, data_wait_s, tokens)
         else:
             self.stamps.append(time.perf_counter())
 
