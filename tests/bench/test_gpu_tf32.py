@@ -19,13 +19,15 @@ REPO = Path(__file__).resolve().parents[2]
 # A compiled forward + backward with matmul autotuning on (the path that reads the legacy getter), after `setting`.
 PROBE = """
 import sys, torch, torch._inductor.config as inductor_config
-sys.path.insert(0, {repo!r})
 setting = sys.argv[1]
 if setting == "new-api":
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"
-else:
-    from tsm.train.loop import enable_tf32
+else:  # the loop's own function, taken from its source: the torch 2.11 Python may lack tsm's other packages
+    import ast, pathlib
+    source = pathlib.Path({repo!r}, "tsm/train/loop.py").read_text()
+    function = next(node for node in ast.parse(source).body if getattr(node, "name", "") == "enable_tf32")
+    exec(compile(ast.Module([function], []), "loop.py", "exec"))
     enable_tf32()
 print("reads", torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
 try:
