@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:  # `python bench/gpu_check.py` puts bench/ on sys.
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 import tsm.train.loop as loop  # noqa: E402
 from tsm.config import TrainConfig, load_config, parse_settings  # noqa: E402
@@ -44,6 +45,7 @@ from tsm.data.synth.corpus import generate, write_corpus  # noqa: E402
 from tsm.train.monitor import TrainingMonitor  # noqa: E402
 from tsm.train.parallel import compiled_graphs  # noqa: E402
 
+STAGE2_CONFIG = REPO / "config/training/chronos2-base-stage2.yaml"
 LOG_STEPS = 10
 WARMUP_WINDOWS = 1  # loader workers and the allocator; windows that compiled are dropped besides
 # Dense bf16 peaks (TFLOP/s), most specific name first: an "H200 NVL" (835) is not the SXM part (989).
@@ -106,7 +108,7 @@ def base_config(stage: int, tiny: bool, overrides: dict) -> TrainConfig:
     values = {"log_steps": LOG_STEPS, "gradient_accumulation_steps": 1, "eval_steps": None,
               "dataloader_num_workers": min(8, max(1, (os.cpu_count() or 2) - 2)), **overrides}
     if tiny and stage == 2:
-        values.update(random_init=False, context_length=1024)
+        values.update(random_init=False, context_length=1024)  # make_corpora's tiny stage-2 context
     return load_config(REPO / "config/training" / name, values)
 
 
@@ -327,7 +329,7 @@ def make_corpora(work: Path, args: argparse.Namespace) -> dict[int, Path]:
     write_corpus(work / "corpus1", generate("simple", args.series, 256, stage1_max, seed=0, num_workers=workers))
     corpora = {1: work / "corpus1"}
     if 2 in args.stages:
-        context = base_config(2, args.tiny, {}).context_length
+        context = 1024 if args.tiny else yaml.safe_load(STAGE2_CONFIG.read_text())["context_length"]
         shortest = context + 64
         write_corpus(work / "corpus2", generate("simple", args.series_stage2, shortest, shortest + context // 2,
                                                 seed=1, num_workers=workers))

@@ -57,7 +57,7 @@ def check_compiled_step(device: str) -> list[str]:
     step = torch.compile(lambda x: model(x).sum().backward())
     started = time.perf_counter()
     try:
-        with inductor_config.patch(max_autotune_gemm=True):
+        with inductor_config.patch(max_autotune=True):
             step(torch.randn(64, 64, device=device))
     except Exception as exc:
         return [f"compiled step after the TF32 setting: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"]

@@ -37,7 +37,7 @@ except RuntimeError:
 model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 1))
 step = torch.compile(lambda x: model(x).sum().backward())
 try:
-    with inductor_config.patch(max_autotune_gemm=True):
+    with inductor_config.patch(max_autotune=True):
         step(torch.randn(64, 64))
     print("compiled step ok", torch.__version__)
 except Exception as exc:
