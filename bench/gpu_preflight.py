@@ -46,7 +46,8 @@ def check_imports() -> list[str]:
 
 def check_compiled_step(device: str) -> list[str]:
     """A compiled forward and backward of a small model, after the training loop's own TF32 setting, with
-    matmul autotuning on: the path in which inductor 2.10/2.11 reads the legacy precision getter."""
+    matmul autotuning on and inductor's caches off (a cached graph skips it): the path in which inductor 2.10/2.11
+    reads the legacy precision getter."""
     import torch
     import torch._inductor.config as inductor_config
 
@@ -57,7 +58,7 @@ def check_compiled_step(device: str) -> list[str]:
     step = torch.compile(lambda x: model(x).sum().backward())
     started = time.perf_counter()
     try:
-        with inductor_config.patch(max_autotune=True):
+        with inductor_config.patch(max_autotune=True, force_disable_caches=True):
             step(torch.randn(64, 64, device=device))
     except Exception as exc:
         return [f"compiled step after the TF32 setting: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"]

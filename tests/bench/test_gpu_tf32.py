@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# A compiled forward + backward with matmul autotuning on (the path that reads the legacy getter), after `setting`.
+# A compiled forward + backward with matmul autotuning on (the path that reads the legacy getter), after `setting`;
+# inductor's caches off: a cached graph skips the autotuning (measured: the second run passed), the GPU starts cold.
 PROBE = """
 import sys, torch, torch._inductor.config as inductor_config
 setting = sys.argv[1]
@@ -37,7 +38,7 @@ except RuntimeError:
 model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 1))
 step = torch.compile(lambda x: model(x).sum().backward())
 try:
-    with inductor_config.patch(max_autotune=True):
+    with inductor_config.patch(max_autotune=True, force_disable_caches=True):
         step(torch.randn(64, 64))
     print("compiled step ok", torch.__version__)
 except Exception as exc:
