@@ -135,3 +135,14 @@ def create_model(cfg: TrainConfig) -> Chronos2Model:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def choose_attention_backends() -> None:
+    """The scaled-dot-product attention kernels training may use: flash, memory-efficient and math, never
+    cuDNN. Group attention has fully masked rows at every padded patch (a row alone in its group, or whose group
+    is all padding there), and cuDNN attention's backward gives NaN on them, which would skip every step; torch
+    may pick cuDNN once dropout is 0. Process-wide flags, as TF32: compiled blocks read them when traced."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    torch.backends.cuda.enable_flash_sdp(True)
+    torch.backends.cuda.enable_mem_efficient_sdp(True)
+    torch.backends.cuda.enable_math_sdp(True)

@@ -23,7 +23,7 @@ from tsm.config import ConfigError, TrainConfig
 from tsm.data.arrow import ArrowCorpus
 from tsm.data.batches import TOKEN_COUNTS, TrainingBatches, batch_iterator
 from tsm.layout import RESOLVED_CONFIG, checkpoint_name
-from tsm.model import count_parameters, create_model, load_model, set_forecast_lengths
+from tsm.model import choose_attention_backends, count_parameters, create_model, load_model, set_forecast_lengths
 from tsm.records import PREEMPTED_EXIT_CODE
 from tsm.train.checkpoint import (
     check_resumable,
@@ -185,9 +185,19 @@ def start_accelerator(cfg: TrainConfig) -> Accelerator:
     transformers.utils.logging.disable_progress_bar()  # per-checkpoint bars would flood training.log
     _limit_cpu_threads(accelerator)
     if cfg.tf32 and torch.cuda.is_available():
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        enable_tf32()
+    if torch.cuda.is_available():
+        choose_attention_backends()
     return accelerator
+
+
+def enable_tf32() -> None:
+    """TF32 matmuls and convolutions through the legacy setters, which both APIs read back. The new
+    `fp32_precision` setters make the legacy getters raise ("mix of the legacy and new APIs"), and inductor in
+    torch 2.10/2.11 still calls `torch.get_float32_matmul_precision()` when it autotunes a matmul: the first
+    compiled step failed (pytorch#166387; tests/bench/test_gpu_tf32.py shows it on torch 2.11)."""
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def _limit_cpu_threads(accelerator: Accelerator) -> None:

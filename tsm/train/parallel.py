@@ -65,10 +65,31 @@ def parallelize(model: torch.nn.Module, settings: ParallelismConfig, accelerator
         # accelerate wraps DDP when there are several processes, and adds autocast for bf16.
         model = accelerator.prepare_model(model)
     if compiles(settings, accelerator.device):
-        for block in encoder_blocks(model):
-            block.compile()
-        logger.info("torch.compile: %d encoder blocks", len(encoder_blocks(model)))
+        compile_blocks(encoder_blocks(model))
     return model
+
+
+# Recompiles of one block's code before dynamo falls back to eager for new shapes: with dynamic shapes a run needs
+# one graph per autocast/grad mode, a few more for sizes 0/1 that dynamo specialises; a cold compile costs 30-80 s.
+RECOMPILE_LIMIT = 8
+
+
+def compile_blocks(blocks: list[torch.nn.Module]) -> None:
+    """Compile each encoder block with dynamic shapes: the context's patch count varies batch to batch and
+    the rows per batch with the stage (group attention runs along them), and a static compile would rebuild on
+    the first new length, then again when dynamo turns that dimension dynamic. Recompiles are logged (torch's
+    `recompiles` log: the guard that failed) and capped."""
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    torch._logging.set_logs(recompiles=True)
+    for block in blocks:
+        block.compile(dynamic=True)
+    logger.info("torch.compile: %d encoder blocks (dynamic shapes, at most %d recompiles)", len(blocks),
+                RECOMPILE_LIMIT)
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far (a recompile adds one)."""
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
 def compiles(settings: ParallelismConfig, device: torch.device) -> bool:
