@@ -79,6 +79,7 @@ def fev_directly(definition: dict, mirror: Path, predictions: list, model: str) 
         del os.environ["FEV_DATASETS_PREFIX"]
 
 
+@pytest.mark.e2e  # Chronos-2 through fev's own predict_fev and through tsm's copy of its loop (~15-25 s)
 def test_tsm_and_fev_score_the_same_predictions_alike(setup, tmp_path):
     """Every task (univariate M1/M3/Tourism, multivariate, covariate): tsm's result rows equal fev's own
     scores of the same predictions, read through fev's mirror layout (parquet) instead of tsm's folders."""
