@@ -38,13 +38,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
 
 import tsm.train.loop as loop
 from tsm.config import load_config
 from tsm.train.monitor import TrainingMonitor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_monitor import make_corpus  # noqa: E402  (the same random-walk corpus as the monitor's bench)
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "config" / "training" / "chronos2-test.yaml"
@@ -63,14 +65,6 @@ class TimedMonitor(TrainingMonitor):
     def on_step(self, step, *args, **kwargs):
         self.stamps.append(time.perf_counter())
         super().on_step(step, *args, **kwargs)
-
-
-def make_corpus(path: Path, n: int = 2000) -> Path:
-    rng = np.random.default_rng(0)
-    rows = [np.cumsum(rng.normal(size=rng.integers(600, 1201))).astype("float32") + 100 for _ in range(n)]
-    datasets.disable_progress_bars()
-    datasets.Dataset.from_dict({"target": rows}).save_to_disk(str(path))
-    return path
 
 
 def free_port() -> int:
