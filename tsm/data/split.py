@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import yaml
 
 from tsm.atomic import write_text
-from tsm.data.arrow import FUTURE_COVARIATES, PAST_COVARIATES, TARGET, DataError
+from tsm.data.arrow import FUTURE_COVARIATES, PAST_COVARIATES, TARGET, DataError, open_dataset_table
 from tsm.data.writer import list_array, save_table
 
 QUANTILE_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -113,18 +113,11 @@ def _variate(column: pa.ChunkedArray, index: int) -> pa.Array:
 
 
 def read_corpus(folder: str | Path) -> pa.Table:
-    """A converted corpus (`tsm data convert`) or any saved `datasets` folder with a `target` column."""
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(folder))
-    except (FileNotFoundError, ValueError) as error:
-        raise DataError(f"{folder} is not a saved corpus folder ({error}); write it with `tsm data convert`") from None
-    if isinstance(loaded, datasets.DatasetDict):
-        loaded = loaded["train" if "train" in loaded else next(iter(loaded))]
-    table = loaded.with_format("arrow")[:]
+    """A converted corpus (`tsm data convert`) or any saved `datasets` folder with a `target` column, read as the
+    trainer reads it (memory-mapped, the same errors)."""
+    table, source = open_dataset_table(folder)
     if TARGET not in table.column_names:
-        raise DataError(f"{folder}: no '{TARGET}' column (columns: {', '.join(table.column_names)})")
+        raise DataError(f"{source}: no '{TARGET}' column (columns: {', '.join(table.column_names)})")
     return table
 
 
