@@ -35,7 +35,7 @@ def root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def benchmark(tmp_path_factory) -> Path:
+def benchmark_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bench") / "gift-eval-synthetic.yaml"
     path.write_text(yaml.safe_dump({"benchmark": "gift-eval", "configurations": list(SYNTHETIC_SETS),
                                     "multivariate": "joint"}))
@@ -61,16 +61,16 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def evaluated(root, benchmark, tiny_model, tmp_path_factory) -> Path:
+def evaluated(root, benchmark_file, tiny_model, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("run") / "gift-eval" / "gift.csv"  # as the workflow's <run>/gift-eval/
-    status = main(["evaluate", "--benchmark", str(benchmark), "--datasets-root", str(root), "--model",
+    status = main(["evaluate", "--benchmark", str(benchmark_file), "--datasets-root", str(root), "--model",
                    "seasonal-naive", "--model", str(tiny_model), "--output", str(output), "--batch-size", "4"])
     assert status == 0
     return output
 
 
-def test_gift_eval_files_are_told_apart_from_tsm_and_fev_benchmarks(benchmark):
-    assert is_gift_eval_benchmark(benchmark)
+def test_gift_eval_files_are_told_apart_from_tsm_and_fev_benchmarks(benchmark_file):
+    assert is_gift_eval_benchmark(benchmark_file)
     assert is_gift_eval_benchmark(REPO / "config/benchmarks/gift-eval.yaml")
     assert not is_gift_eval_benchmark(REPO / "config/benchmarks/lite-offline.yaml")
     assert len(load_benchmark_spec(REPO / "config/benchmarks/gift-eval.yaml").configurations) == 97
@@ -179,8 +179,8 @@ def test_published_models_join_only_where_the_baseline_is_reproduced(evaluated):
     assert joined.groupby("model")["dataset"].nunique().min() == 97
 
 
-def test_check_seasonal_naive_exits_non_zero_where_the_figures_differ(root, benchmark, tmp_path, capsys):
-    status = main(["evaluate", "--benchmark", str(benchmark), "--datasets-root", str(root),
+def test_check_seasonal_naive_exits_non_zero_where_the_figures_differ(root, benchmark_file, tmp_path, capsys):
+    status = main(["evaluate", "--benchmark", str(benchmark_file), "--datasets-root", str(root),
                    "--check-seasonal-naive", "--output", str(tmp_path / "check.csv")])
     assert status == 1
     assert "0 of 4 configurations agree" in capsys.readouterr().out
@@ -188,7 +188,7 @@ def test_check_seasonal_naive_exits_non_zero_where_the_figures_differ(root, benc
     assert list(check["dataset"]) == ["m4_yearly/A/short", "hospital/M/short", "kdd_cup_2018/D/short",
                                       "ett2/D/short"]
     # without published results there is nothing to check against: refused before any scoring
-    assert main(["evaluate", "--benchmark", str(benchmark), "--datasets-root", str(root), "--check-seasonal-naive",
+    assert main(["evaluate", "--benchmark", str(benchmark_file), "--datasets-root", str(root), "--check-seasonal-naive",
                  "--reference-results", "--output", str(tmp_path / "none.csv")]) == 2
     assert "compares with the published seasonal naive" in capsys.readouterr().err
     assert not (tmp_path / "none.csv").exists()
