@@ -44,6 +44,25 @@ def tiny_config(data: Path, output_dir: Path, **overrides) -> TrainConfig:
     return load_config(TEST_CONFIG, base)
 
 
+def save_tiny_chronos2(folder: Path, quantiles: list[float], dropout_rate: float = 0.0) -> Path:
+    """A randomly initialised one-layer Chronos-2 (context 128, patches of 16) saved as a checkpoint folder that
+    Chronos2Pipeline.from_pretrained loads: a model for evaluation tests, whose scores no test hard-codes."""
+    import torch
+    from chronos.chronos2 import Chronos2CoreConfig, Chronos2Model
+
+    torch.manual_seed(0)
+    config = Chronos2CoreConfig(
+        d_model=64, d_kv=16, d_ff=128, num_layers=1, num_heads=4, dropout_rate=dropout_rate,
+        chronos_config={"context_length": 128, "input_patch_size": 16, "input_patch_stride": 16,
+                        "output_patch_size": 16, "quantiles": quantiles, "use_reg_token": True, "use_arcsinh": True,
+                        "max_output_patches": 4},
+    )
+    config.chronos_pipeline_class = "Chronos2Pipeline"
+    config.architectures = ["Chronos2Model"]
+    Chronos2Model(config).save_pretrained(folder)
+    return folder
+
+
 def save_yaml(cfg: TrainConfig, path: Path) -> Path:
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     return path

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import save_tiny_chronos2
 from tsm.eval.benchmark import (
     BenchmarkDataset,
     evaluate,
@@ -69,21 +70,7 @@ def write_benchmark(path: Path, entries: list[dict], name: str = "test") -> Path
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from chronos.chronos2 import Chronos2CoreConfig, Chronos2Model
-
-    torch.manual_seed(0)
-    config = Chronos2CoreConfig(
-        d_model=64, d_kv=16, d_ff=128, num_layers=1, num_heads=4, dropout_rate=0.2,
-        chronos_config={
-            "context_length": 128, "input_patch_size": 16, "input_patch_stride": 16, "output_patch_size": 16,
-            "quantiles": LEVELS, "use_reg_token": True, "use_arcsinh": True, "max_output_patches": 4,
-        },
-    )
-    config.chronos_pipeline_class = "Chronos2Pipeline"
-    config.architectures = ["Chronos2Model"]
-    folder = tmp_path_factory.mktemp("model") / "tiny-chronos2"
-    Chronos2Model(config).save_pretrained(folder)
-    return folder
+    return save_tiny_chronos2(tmp_path_factory.mktemp("model") / "tiny-chronos2", LEVELS, dropout_rate=0.2)
 
 
 @pytest.fixture(scope="module")
