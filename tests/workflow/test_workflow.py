@@ -200,6 +200,25 @@ def test_stage_overrides_reach_the_trainer_as_the_workflow_config_holds_them(wor
         assert type(resolved_value(resolved, key)) is type(value), key  # null stays None, "null" a string
 
 
+def test_the_monitoring_section_reaches_every_stage_and_a_stage_override_wins(workdir, monkeypatch):
+    from tsm.config import config_from_argv
+
+    (workdir / "trackers.yaml").write_text(yaml.safe_dump({
+        "monitoring": {"report_to": ["tensorboard", "mlflow"], "mlflow_experiment": "chronos2 #7",
+                       "mlflow_tracking_uri": None},
+        "stage1": {"overrides": {"report_to": ["tensorboard"]}}}))
+    plan = snakemake(workdir, "-n", "-p", "all", "--configfile", "trackers.yaml").stdout
+    monkeypatch.chdir(workdir)
+    monitoring = {stage: config_from_argv(training_argv(planned_job(
+        plan, f"results/test/{stage}/final-checkpoint"))).monitoring for stage in ("stage1", "stage2")}
+    assert monitoring["stage2"].report_to == ["tensorboard", "mlflow"]
+    assert monitoring["stage1"].report_to == ["tensorboard"]  # the stage's own override, given after
+    assert {m.mlflow_experiment for m in monitoring.values()} == {"chronos2 #7"}
+    assert {m.mlflow_tracking_uri for m in monitoring.values()} == {None}
+    out = refused(workdir, {"monitoring": {"report_to": ["tensorboard", "neptune"]}})
+    assert "key monitoring.report_to.1: 'neptune' is not one of" in out
+
+
 def planned_job(out: str, output: str) -> str:
     """The dry run's block for the job that writes `output` (from its `rule` line to its shell command)."""
     blocks = out.split("rule ")
@@ -291,7 +310,12 @@ def test_tiny_test_config_plans_every_rule(workdir):
 
 @pytest.mark.e2e
 def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
-    snakemake(workdir, "all", "--configfile", TINY)
+    # both stages report to MLflow too (a sqlite store here), as the workflow config's monitoring section says
+    mlflow_store = f"sqlite:///{workdir / 'mlflow.db'}"
+    (workdir / "trackers.yaml").write_text(yaml.safe_dump({"monitoring": {
+        "report_to": ["tensorboard", "mlflow"], "mlflow_tracking_uri": mlflow_store}}))
+    configs = ("--configfile", TINY, "trackers.yaml")
+    snakemake(workdir, "all", *configs)
     run = workdir / "results" / TINY_CONFIG["run"]
     stage1, stage2 = run / "stage1" / "final-checkpoint", run / "stage2" / "final-checkpoint"
     steps1 = TINY_CONFIG["stage1"]["overrides"]["max_steps"]
@@ -336,19 +360,30 @@ def test_reduced_dag_end_to_end_then_rerun_stage2_only(workdir):
     assert set(load_file(stage1 / "model.safetensors")) == set(fresh.state_dict())
     Chronos2Pipeline.from_pretrained(stage2).predict_quantiles([__import__("torch").randn(300)], prediction_length=8)
 
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("tsm").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"{TINY_CONFIG['run']}/stage1", f"{TINY_CONFIG['run']}/stage2"]
+    for tracked in runs:
+        stage = tracked.info.run_name.split("/")[1]
+        steps = TINY_CONFIG[stage]["overrides"]["max_steps"]
+        assert tracked.info.status == "FINISHED" and tracked.data.params["max_steps"] == str(steps)
+        assert max(m.step for m in client.get_metric_history(tracked.info.run_id, "train/loss")) == steps
+
     # snakemake --report on the finished run: every report() output with its caption (workflow/report/*.rst)
-    snakemake(workdir, "all", "--configfile", TINY, "--report", "snakemake-report.html")
+    snakemake(workdir, "all", *configs, "--report", "snakemake-report.html")
     report = (workdir / "snakemake-report.html").read_text()
     for caption in ("Benchmark scores of", "The data checks of the training corpora", "report of run"):
         assert caption in report, caption
 
     # -R train_stage2 plans stage 2 and what follows from it, not stage 1; run, stage 2 alone is redone
-    plan = snakemake(workdir, "-n", "-R", "train_stage2", "all", "--configfile", TINY).stdout
+    plan = snakemake(workdir, "-n", "-R", "train_stage2", "all", *configs).stdout
     planned = {line.split()[0] for line in plan.split("Job stats:")[1].split("total")[0].splitlines()[3:] if line}
     assert planned == {"train_stage2", "evaluate", "evaluate_fev", "report", "all"}, plan[-2000:]
     before1 = (stage1 / "model.safetensors").stat().st_mtime_ns
     before2 = (stage2 / "model.safetensors").stat().st_mtime_ns
-    result = snakemake(workdir, "-R", "train_stage2", str(stage2.relative_to(workdir)), "--configfile", TINY)
+    result = snakemake(workdir, "-R", "train_stage2", str(stage2.relative_to(workdir)), *configs)
     rerun = result.stdout + result.stderr
     assert "rule train_stage1:" not in rerun and "rule train_stage2:" in rerun
     assert (stage1 / "model.safetensors").stat().st_mtime_ns == before1  # stage 1 untouched

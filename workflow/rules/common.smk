@@ -90,17 +90,20 @@ def training_inputs():
 
 
 def training_settings():
-    """The `--set` items every training job passes before the workflow config's overrides, the corpora and
-    their sampling probabilities (with TSMixup: its share of windows, the sources sharing the rest equally)."""
+    """The `--set` items every training job passes before the workflow config's overrides: the corpora and
+    their sampling probabilities (with TSMixup: its share of windows, the sources sharing the rest equally),
+    and the monitoring section's keys."""
     corpora = source_corpora()
     mixup = tsmixup_config()
+    # the workflow config's monitoring section (trackers), for every stage
+    monitoring = [f"monitoring.{key}={yaml_value(value)}" for key, value in (config.get("monitoring") or {}).items()]
     if not mixup:
-        return [f"training_data_paths={yaml_value(corpora)}", "probability=null"]
+        return [f"training_data_paths={yaml_value(corpora)}", "probability=null", *monitoring]
     share = mixup["probability"]
     weights = [(1.0 - share) / len(corpora)] * len(corpora) + [share]
     # As YAML: repr(1e-05) would reach the trainer as a string
     return [f"training_data_paths={yaml_value([*corpora, f'{RESULTS}/data/tsmixup'])}",
-            f"probability={yaml_value(weights)}"]
+            f"probability={yaml_value(weights)}", *monitoring]
 
 
 def yaml_value(value):
