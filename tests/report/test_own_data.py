@@ -85,6 +85,9 @@ def test_the_baselines_a_user_named_join_the_table_and_the_series_comparison(tmp
     """data.local.baselines: each named model's benchmark/{name}.csv is a column of the first table (after
     seasonal naive, its aggregate too), a row of the series-by-series table and a clause of the verdict."""
     run = own_run(tmp_path, ratio=0.5, baselines={"last-year": 0.8, "small": 0.25})
+    (run / "benchmark-public").mkdir()  # data.local.public_benchmark: every model on the public benchmark too
+    for model in ("start", "finetune", "last-year", "seasonal-naive"):
+        (run / "benchmark-public" / f"{model}.csv").write_text((run / "benchmark" / f"{model}.csv").read_text())
     results = read_benchmark_results(run)
     assert named_baselines(results["model"]) == ["last-year", "small"]
     with plots.plot_style():
@@ -102,6 +105,8 @@ def test_the_baselines_a_user_named_join_the_table_and_the_series_comparison(tmp
     aggregate = table[table.index("Aggregate relative"):]
     assert re.findall(r">([0-9.]+)<", aggregate[:aggregate.index("</tr>")])[3:5] == ["0.6667", "0.2083"]
     assert "data.local.baselines</code>): last-year, small" in section
+    forgetting = section[section.index("Forgetting"):]
+    assert ">last-year<" in forgetting and ">small<" not in forgetting  # the baselines scored there, as named
     # series by series: fine-tuned vs. each named baseline, with win rate and interval
     assert "fine-tuned vs. last-year" in section and "fine-tuned vs. small" in section
     text, good = verdict(json.loads((run / "own-data" / "fan-charts.json").read_text())["comparisons"])

@@ -146,7 +146,7 @@ def forgetting_table(run_dir: Path) -> str:
     if not frames:
         return ""
     results = pd.concat(frames, ignore_index=True)
-    table, *_ = side_by_side(results, None)
+    table, *_ = side_by_side(results, None, named_baselines(results["model"]))
     return ("<h3>Forgetting: the public benchmark</h3><p>Not your data: what fine-tuning cost (or gained) on the "
             "public benchmark (<code>benchmark.config</code>), to see whether the model forgot what it knew."
             "</p>" + table)
