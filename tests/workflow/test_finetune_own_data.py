@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from chronos import Chronos2Pipeline
+from safetensors.torch import load_file
+from snakemake.utils import update_config
 
 from tests.workflow.conftest import copy_workflow
 from tsm.data.split import read_corpus
 from tsm.eval.own_series import compare_series
+from tsm.train.lora import ADAPTER_FOLDER
 
 EXAMPLE = "config/finetune-own-data.yaml"
 CLUSTER_ENV = {"TSM_SLURM_PARTITION": "gpuq", "TSM_SLURM_ACCOUNT": "acc", "TSM_SLURM_CPU_PARTITION": "cpuq"}
@@ -56,14 +61,16 @@ def test_the_cluster_profile_plans_the_own_data_run(workdir):
 STEPS = 100  # the example trains 300; a third already shows the margin
 
 
-def fine_tune(workdir: Path, run: str, seed: int, *targets: str) -> Path:
-    """The example under results/RUN, its fine-tune trained STEPS steps with `seed` from the same start."""
+def fine_tune(workdir: Path, run: str, seed: int, *targets: str, steps: int = STEPS, more: dict | None = None) -> Path:
+    """The example under results/RUN, its fine-tune trained `steps` steps with `seed` from the same start;
+    `more`: further config keys, laid over the rest key by key."""
     example = yaml.safe_load((workdir / EXAMPLE).read_text())
     overlay = {"run": run,
                "data": {"local": {"start_model_overrides": {**example["data"]["local"]["start_model_overrides"],
                                                             "seed": 0}}},
-               "finetune": {"overrides": {"seed": seed, "model_id": f"results/{run}/start-model", "max_steps": STEPS,
-                                          "eval_steps": STEPS // 2, "save_steps": STEPS // 2}}}
+               "finetune": {"overrides": {"seed": seed, "model_id": f"results/{run}/start-model", "max_steps": steps,
+                                          "eval_steps": steps // 2, "save_steps": steps // 2}}}
+    update_config(overlay, more or {})
     (workdir / f"{run}.yaml").write_text(yaml.safe_dump(overlay))
     snakemake(workdir, *(targets or ["all"]), "--configfile", EXAMPLE, f"{run}.yaml")
     return workdir / "results" / run
@@ -132,3 +139,87 @@ def test_own_data_without_its_file_or_in_pretrain_mode_is_refused_at_parse_time(
         result = subprocess.run(["snakemake", "-n", "all", "--configfile", *base, f"{name}.yaml"], cwd=workdir,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode != 0 and why in result.stdout + result.stderr, name
+
+
+def previous_model(workdir: Path, folder: str, seed: int) -> str:
+    """A checkpoint folder made before the run, as a user's earlier model: the example's start config,
+    initialised with another seed (tsm init-model)."""
+    local = yaml.safe_load((workdir / EXAMPLE).read_text())["data"]["local"]
+    settings = {**local["start_model_overrides"], "seed": seed}
+    subprocess.run(["tsm", "init-model", "--config", local["start_model_config"], "--output-dir", folder,
+                    *(arg for key, value in settings.items() for arg in ("--set", f"{key}={value}"))],
+                   cwd=workdir, check=True, capture_output=True, text=True, timeout=300)
+    return folder
+
+
+def test_named_baselines_are_planned_beside_the_start_and_a_missing_folder_is_refused(workdir):
+    """data.local.baselines: each name gets its evaluate job (benchmark/{name}.csv, its folder an input) and an
+    evaluate-series item; a folder that is not there stops the run at parse time, naming the key and the path."""
+    (workdir / "previous" / "final-checkpoint").mkdir(parents=True)
+    (workdir / "previous" / "final-checkpoint" / "config.json").write_text("{}")  # a plan reads no weights
+    named = {"last-year": "previous/final-checkpoint", "small": "amazon/chronos-2-small"}
+    (workdir / "named.yaml").write_text(yaml.safe_dump({"data": {"local": {"baselines": named}}}))
+    out = snakemake(workdir, "-n", "-p", "all", "--configfile", EXAMPLE, "named.yaml").stdout
+    blocks = out.split("\nrule ")
+    for name, model in named.items():
+        evaluate = next(b for b in blocks if f"output: results/own/benchmark/{name}.csv" in b)
+        assert f"tsm evaluate --model {model} --benchmark results/own/data/own-split/tasks.yaml" in evaluate
+    assert "input: results/own/data/own-split/benchmark, previous/final-checkpoint\n" in out  # hub ids: none
+    series = next(b for b in blocks if b.startswith("evaluate_own_series:"))
+    assert "previous/final-checkpoint\n" in series[:series.index("output:")]
+    assert ("--model finetune=results/own/finetune/final-checkpoint --model last-year=previous/final-checkpoint"
+            " --model small=amazon/chronos-2-small --model seasonal-naive=seasonal-naive") in series
+    report = next(b for b in blocks if b.startswith("report:"))
+    assert "results/own/benchmark/last-year.csv" in report and "results/own/benchmark/small.csv" in report
+
+    (workdir / "gone.yaml").write_text(yaml.safe_dump({"data": {"local": {"baselines": {"old": "results/x/final"}}}}))
+    result = subprocess.run(["snakemake", "-n", "all", "--configfile", EXAMPLE, "gone.yaml"], cwd=workdir,
+                            capture_output=True, text=True, timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Building DAG of jobs" not in out and "Traceback" not in out
+    assert "data.local.baselines.old ('results/x/final'): no folder results/x/final" in out
+
+
+LORA_STEPS = 20  # enough for the adapters to move; what they learn is the two-seed test's question
+
+
+@pytest.mark.e2e
+def test_a_lora_fine_tune_beside_a_named_baseline(workdir):
+    """finetune_mode lora with a baseline the user names (a model made before the run): the DAG completes, the
+    exported model (adapters merged) loads with Chronos2Pipeline, the first table and the series-by-series
+    comparison list the named baseline beside start, fine-tuned and seasonal naive, and the leakage check is clean."""
+    baseline = previous_model(workdir, "models/last-year", seed=1)
+    run = fine_tune(workdir, "own-lora", 0, steps=LORA_STEPS, more={
+        "data": {"local": {"baselines": {"last-year": baseline}}},
+        "finetune": {"overrides": {"finetune_mode": "lora"}}})
+
+    resolved = yaml.safe_load((run / "finetune/resolved_config.yaml").read_text())
+    assert resolved["finetune_mode"] == "lora" and resolved["training_data_paths"] == [
+        "results/own-lora/data/own-split/train"]
+    final = run / "finetune/final-checkpoint"
+    assert (final / ADAPTER_FOLDER / "adapter_config.json").is_file()
+    pipeline = Chronos2Pipeline.from_pretrained(final)  # merged: loads without peft
+    assert isinstance(pipeline, Chronos2Pipeline)
+    # LoRA, not a full fine-tune: the adapted layers moved, every other weight is the start's to the bit.
+    tuned, start = load_file(final / "model.safetensors"), load_file(run / "start-model/model.safetensors")
+    assert tuned.keys() == start.keys()
+    targets = tuple(resolved["lora"]["target_modules"])
+    adapted = {k for k in tuned if k.removesuffix(".weight").endswith(targets)}
+    assert adapted and all(torch.equal(tuned[k], start[k]) for k in tuned.keys() - adapted)
+    assert any(not torch.equal(tuned[k], start[k]) for k in adapted)
+
+    # The named baseline is scored like the others, on the same test windows, and reported first with them.
+    assert set(pd.read_csv(run / "benchmark/last-year.csv")["dataset"]) == {"stores"}
+    scores = pd.read_csv(run / "own-data/series-scores.csv")
+    assert scores.groupby("model").size().to_dict() == {m: 80 for m in
+                                                        ("start", "finetune", "last-year", "seasonal-naive")}
+    report = (run / "report.html").read_text()
+    assert re.search(r'<section id="([^"]+)">', report).group(1) == "own-data"
+    section = report[report.index('<section id="own-data">'):report.index("</section>")]
+    table = section[section.index("<table"):section.index("</table>")]
+    for column in ("zero-shot (start)", "fine-tuned", "seasonal naive", "last-year"):
+        assert f">{column}<" in table, column
+    assert "fine-tuned vs. last-year" in section and "against last-year" in section
+    [leakage] = json.loads((run / "data/own-split/leakage.json").read_text())
+    assert leakage["found_with_test_window"] == 0
+    assert "0 series with test-window values found" in section

@@ -10,6 +10,7 @@ the start on its selection metric.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,12 +48,13 @@ def comparison(results: pd.DataFrame, relative: pd.DataFrame | None, tuning: Ver
     return "\n".join(body)
 
 
-def side_by_side(results: pd.DataFrame, relative: pd.DataFrame | None) -> tuple[str, int, int, int]:
-    """Per dataset, for WQL and MASE: zero-shot (start), fine-tuned, change and seasonal naive. Returns the
-    table, the datasets where fine-tuning lowered WQL, the datasets compared, and how many of those the
-    fine-tuned model was trained on (in-domain)."""
+def side_by_side(results: pd.DataFrame, relative: pd.DataFrame | None,
+                 others: Sequence[str] = ()) -> tuple[str, int, int, int]:
+    """Per dataset, for WQL and MASE: zero-shot (start), fine-tuned, change, seasonal naive and then the models
+    `others` (baselines a user named). Returns the table, the datasets where fine-tuning lowered WQL, the
+    datasets compared, and how many of those the fine-tuned model was trained on (in-domain)."""
     regimes = regime_by_cell(results)
-    columns = ("zero-shot (start)", "fine-tuned", "change", "seasonal naive")
+    columns = ("zero-shot (start)", "fine-tuned", "change", "seasonal naive", *others)
     group_header = "<tr><th></th>" + "".join(
         f'<th class="group" colspan="{len(columns)}">{metric}</th>' for metric in METRICS) + "</tr>"
     header = [h.Cell("Dataset")] + [h.Cell(h.esc(c), "num" + (" first-of-group" if i == 0 else ""))
@@ -75,6 +77,9 @@ def side_by_side(results: pd.DataFrame, relative: pd.DataFrame | None) -> tuple[
             row += [h.Cell(h.number(start) + marks[START], "num first-of-group"),
                     h.Cell(h.number(tuned) + marks[TUNED], "num"), change_cell(start, tuned),
                     h.Cell(h.number(baseline), "num")]
+            row += [h.Cell(h.number(float(scores.loc[(dataset, other), metric]) if (dataset, other) in scores.index
+                                    else np.nan) + regime_mark(*regimes.get((dataset, other), ("", ""))), "num")
+                    for other in others]
         rows.append(row)
     footer = []
     if relative is not None and {START, TUNED} <= set(relative["model"]):
@@ -84,6 +89,8 @@ def side_by_side(results: pd.DataFrame, relative: pd.DataFrame | None) -> tuple[
             start, tuned = float(by_model.loc[START, metric]), float(by_model.loc[TUNED, metric])
             row += [h.Cell(h.number(start), "num first-of-group"), h.Cell(h.number(tuned), "num"),
                     change_cell(start, tuned), h.Cell(h.number(1.0), "num")]
+            row += [h.Cell(h.number(float(by_model.loc[other, metric]) if other in by_model.index else np.nan), "num")
+                    for other in others]
         footer.append(row)
     return (h.table(header, rows, footer, group_header=group_header, css_class="finetune"), improved, compared,
             in_domain)

@@ -18,13 +18,20 @@ import pandas as pd
 from tsm.report import html as h
 from tsm.report import plots
 from tsm.report.finetune import side_by_side
-from tsm.report.runfiles import BASELINE, START, TUNED
+from tsm.report.runfiles import BASELINE, MODEL_ORDER, START, TUNED
 
 OWN_FOLDER = "own-data"
 SPLIT_FOLDER = Path("data") / "own-split"
 PUBLIC_FOLDER = "benchmark-public"
 LABELS = {START: "start (as it was)", TUNED: "fine-tuned", BASELINE: "seasonal naive"}
 COLORS = {START: "#d98c2b", TUNED: "#1f6fb2", BASELINE: "#777777"}
+NAMED_COLORS = ("#2a9d5c", "#8e44ad", "#c0392b", "#16a2b8", "#7f6000")  # the baselines a user named, in turn
+
+
+def named_baselines(models) -> list[str]:
+    """The baselines a user named (data.local.baselines): the models scored that are not the run's own, in
+    the order given (the report reads their benchmark/{name}.csv like the others')."""
+    return [m for m in dict.fromkeys(models) if m not in MODEL_ORDER]
 
 
 def has_own_data(run_dir: Path) -> bool:
@@ -63,6 +70,10 @@ def verdict(comparisons: list[dict]) -> tuple[str, bool | None]:
     if BASELINE in wql:
         b = wql[BASELINE]
         text += f"; against seasonal naive {b['ratio']:.3f}x {_interval(*b['ratio_interval'])}"
+    for name in named_baselines(wql):
+        b = wql[name]
+        text += (f"; against {name} {b['ratio']:.3f}x {_interval(*b['ratio_interval'])}, better on "
+                 f"{b['improved']:,}")
     good = True if high < 1.0 else False if low > 1.0 else None
     return text + ("." if good is not None else ": the interval holds 1, so no clear difference."), good
 
@@ -80,14 +91,17 @@ def own_fan_chart(charts: dict) -> str | None:
         ax.plot(past, history, color="black", linewidth=1.2, label="history")
         ax.plot(np.concatenate([past[-1:], future]), np.concatenate([history[-1:], truth]), color="black",
                 linewidth=1.2, linestyle="--", label="truth")
-        for model in (START, TUNED, BASELINE):
+        # Bands of the start and the fine-tune; the baselines' medians only (dotted, dashed), to stay legible.
+        named = {name: NAMED_COLORS[i % len(NAMED_COLORS)] for i, name in enumerate(named_baselines(chart["bands"]))}
+        for model, color in [*COLORS.items(), *named.items()]:
             band = chart["bands"].get(model)
             if not band or "0.5" not in band:
                 continue
-            if model != BASELINE and "0.1" in band and "0.9" in band:
-                ax.fill_between(future, band["0.1"], band["0.9"], color=COLORS[model], alpha=0.2, linewidth=0)
-            ax.plot(future, band["0.5"], color=COLORS[model], linewidth=1.6,
-                    linestyle=":" if model == BASELINE else "-", label=LABELS[model])
+            if model in (START, TUNED) and "0.1" in band and "0.9" in band:
+                ax.fill_between(future, band["0.1"], band["0.9"], color=color, alpha=0.2, linewidth=0)
+            style = ":" if model == BASELINE else "--" if model in named else "-"
+            ax.plot(future, band["0.5"], color=color, linewidth=1.6, linestyle=style,
+                    label=LABELS.get(model, model))
         ax.axvline(-0.5, color="gray", linewidth=0.8, linestyle=":")
         ax.set_title(f"{which} change: {chart['item_id']} · {chart['target']}", fontsize=10)
         ax.set_xlabel("steps from the last test window's start")
@@ -132,7 +146,7 @@ def forgetting_table(run_dir: Path) -> str:
     if not frames:
         return ""
     results = pd.concat(frames, ignore_index=True)
-    table, *_ = side_by_side(results, None)
+    table, *_ = side_by_side(results, None, named_baselines(results["model"]))
     return ("<h3>Forgetting: the public benchmark</h3><p>Not your data: what fine-tuning cost (or gained) on the "
             "public benchmark (<code>benchmark.config</code>), to see whether the model forgot what it knew."
             "</p>" + table)
@@ -149,12 +163,16 @@ def own_data_section(run_dir: Path, results: pd.DataFrame | None, relative: pd.D
     text, good = verdict(charts["comparisons"])
     body.append(h.headline(text, good))
     if results is not None and {START, TUNED} <= set(results["model"]):
-        table, *_ = side_by_side(results, relative)
+        others = named_baselines(results["model"])
+        table, *_ = side_by_side(results, relative, others)
         body.append("<p>Per dataset, on the test windows of your data (fev's scores; lower is better):</p>")
         body.append(table)
+        named = (f" Then the baselines you named (<code>data.local.baselines</code>): {h.esc(', '.join(others))}."
+                 if others else "")
         body.append('<p class="caption">Change: fine-tuned / start − 1. † in-domain: the fine-tuned model trained '
                     "on these series' history (before the test region; the leakage check below finds no "
-                    "test-window value in its training folder); ? no training record (a start built here).</p>")
+                    "test-window value in its training folder); ? no training record (a start built here). The "
+                    f"aggregate row: geometric mean over datasets of model / seasonal naive.{named}</p>")
     else:
         body.append(h.note("No per-dataset table: benchmark/start.csv or benchmark/finetune.csv is missing."))
     if charts["comparisons"]:
@@ -168,7 +186,8 @@ def own_data_section(run_dir: Path, results: pd.DataFrame | None, relative: pd.D
     chart = own_fan_chart(charts.get("charts", {}))
     if chart:
         body.append(h.figure(chart, "fan charts of your series", "The series of best, median and worst change in "
-                             "WQL (fine-tuned / start), last test window: median and 10–90% band of each model."))
+                             "WQL (fine-tuned / start), last test window: median and 10–90% band of the start and "
+                             "the fine-tune, the median of each baseline."))
     body.append(_split_facts(split, _read_leakage(run_dir / SPLIT_FOLDER / "leakage.json")))
     body.append(forgetting_table(run_dir))
     return h.Section("own-data", title, "\n".join(part for part in body if part))

@@ -9,6 +9,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from tsm.config import ConfigError
+from tsm.eval.own_baselines import check_baselines, local_baseline_folders
 from tsm.hub import is_local_model
 from tsm.layout import SEASONAL_NAIVE
 
@@ -54,6 +56,21 @@ OWN_SPLIT = f"{RESULTS}/data/own-split"
 # What evaluate scores: the benchmark, or with your own data the fev task over its test region.
 SCORED_BENCHMARK = f"{OWN_SPLIT}/tasks.yaml" if OWN_DATA else BENCHMARK
 SCORED_DATA = f"{OWN_SPLIT}/benchmark" if OWN_DATA else BENCHMARK_DATA
+
+
+def own_baselines():
+    """data.local.baselines ({name: checkpoint folder, hub id or seasonal-naive}): scored wherever the start and
+    the fine-tune are. A bad name or a missing folder stops the workflow here, naming the key."""
+    if not OWN_DATA:
+        return {}
+    try:
+        return check_baselines(OWN.get("baselines"))
+    except ConfigError as error:
+        files = ", ".join(str(path) for path in workflow.configfiles)
+        raise WorkflowError(f"workflow config ({files}): {error}") from None
+
+
+OWN_BASELINES = own_baselines()
 
 
 def training_data():
@@ -147,9 +164,11 @@ def start_model():
 
 START_MODEL = start_model()
 # Scored on the benchmark (benchmark/{name}.csv): the trained stages, the start of a fine-tune, the baseline.
-EVALUATED = [*STAGES, *(["start"] if START_MODEL else []), SEASONAL_NAIVE]
-# What evaluate's {model} may be: a stage, the fine-tune's start, the baseline (a name, never a regex).
-EVALUATED_MODEL_PATTERN = "|".join(re.escape(name) for name in ["stage1", "stage2", "finetune", "start", SEASONAL_NAIVE])
+# With your own data, also the baselines you name (data.local.baselines).
+EVALUATED = [*STAGES, *(["start"] if START_MODEL else []), *OWN_BASELINES, SEASONAL_NAIVE]
+# What evaluate's {model} may be: a stage, the fine-tune's start, a baseline (a name, never a regex).
+EVALUATED_MODEL_PATTERN = "|".join(
+    re.escape(name) for name in ["stage1", "stage2", "finetune", "start", *OWN_BASELINES, SEASONAL_NAIVE])
 
 
 def start_model_input(wildcards=None):
@@ -162,6 +181,8 @@ def evaluated_model_input(wildcards):
         return []
     if wildcards.model == "start":
         return start_model_input()
+    if wildcards.model in OWN_BASELINES:  # a local folder is an input; a hub id or seasonal naive none
+        return local_baseline_folders({wildcards.model: OWN_BASELINES[wildcards.model]})
     return [final_model(wildcards.model)]
 
 
@@ -169,6 +190,8 @@ def evaluated_model(wildcards):
     """What `tsm evaluate --model` gets for a benchmark/{model}.csv."""
     if wildcards.model == "start":
         return START_MODEL
+    if wildcards.model in OWN_BASELINES:
+        return OWN_BASELINES[wildcards.model]
     return SEASONAL_NAIVE if wildcards.model == SEASONAL_NAIVE else final_model(wildcards.model)
 
 

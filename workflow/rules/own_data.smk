@@ -105,13 +105,14 @@ if OWN_DATA:
             " --output {output} > {log} 2>&1"
 
     rule evaluate_own_series:
-        """Per series of your test windows: the fine-tuned model, its start and seasonal naive (win rate,
-        series improved, intervals; the fan charts' series)."""
+        """Per series of your test windows: the fine-tuned model, its start, your baselines and seasonal naive
+        (win rate, series improved, intervals; the fan charts' series)."""
         input:
             benchmark=f"{OWN_SPLIT}/benchmark",
             tasks=f"{OWN_SPLIT}/tasks.yaml",
             tuned=final_model("finetune"),
             start=start_model_input(),
+            baselines=local_baseline_folders(OWN_BASELINES),
         output:
             scores=f"{RESULTS}/own-data/series-scores.csv",
             charts=f"{RESULTS}/own-data/fan-charts.json",

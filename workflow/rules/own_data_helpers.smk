@@ -29,9 +29,10 @@ def own_seasonality():
 
 
 def own_models():
-    """`tsm evaluate-series` --model items: the fine-tuned model, its start (when it has one), seasonal naive."""
-    models = ([f"start={START_MODEL}"] if START_MODEL else []) + [
-        f"finetune={final_model('finetune')}", f"{SEASONAL_NAIVE}={SEASONAL_NAIVE}"]
+    """`tsm evaluate-series` --model items: the fine-tuned model, its start (when it has one), the baselines you
+    name (data.local.baselines), seasonal naive."""
+    models = ([f"start={START_MODEL}"] if START_MODEL else []) + [f"finetune={final_model('finetune')}"] + [
+        f"{name}={model}" for name, model in OWN_BASELINES.items()] + [f"{SEASONAL_NAIVE}={SEASONAL_NAIVE}"]
     return " ".join(f"--model {shlex.quote(model)}" for model in models)
 
 
