@@ -49,3 +49,10 @@ def test_a_missing_folder_or_one_without_a_model_is_named_with_its_key(checkpoin
     assert "data.local.baselines.gone ('results/old/final-checkpoint'): no folder" in message
     assert "data.local.baselines.start ('prev/final-checkpoint'): the run's own models" in message
     assert "baselines.good" not in message
+
+
+def test_two_names_that_differ_only_in_case_are_refused(checkpoint):
+    with pytest.raises(ConfigError) as refused:
+        check_baselines({"Last": checkpoint, "last": SEASONAL_NAIVE})
+    assert "data.local.baselines.last ('seasonal-naive'): differs from the baseline Last only in case" in str(
+        refused.value)

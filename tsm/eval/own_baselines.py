@@ -57,9 +57,13 @@ def check_baselines(baselines: Mapping[str, str] | None) -> dict[str, str]:
     """The named baselines, in the config's order, once every name and model is usable; else one ConfigError
     naming each bad `data.local.baselines.<name>` and why."""
     baselines = dict(baselines or {})
-    problems = []
+    problems, seen = [], {}
     for name, model in baselines.items():
         problem = name_problem(name) or model_problem(model)
+        if not problem and name.casefold() in seen:  # benchmark/A.csv and a.csv are one file on some disks
+            problem = f"differs from the baseline {seen[name.casefold()]} only in case: choose another name"
+        if isinstance(name, str):
+            seen.setdefault(name.casefold(), name)
         if problem:
             problems.append(f"{KEY}.{name} ({model!r}): {problem}")
     if problems:
