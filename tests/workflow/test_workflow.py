@@ -225,8 +225,11 @@ def planned_job(out: str, output: str) -> str:
     return next(block for block in blocks if f"output: {output}\n" in block)
 
 
-def test_lint_is_clean(workdir):
-    result = subprocess.run(["snakemake", "--lint"], cwd=workdir, capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("configfiles", [(), ("--configfile", "config/finetune-own-data.yaml")],
+                         ids=["default", "own-data"])
+def test_lint_is_clean(workdir, configfiles):
+    result = subprocess.run(["snakemake", "--lint", *configfiles], cwd=workdir, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0 and "Lints for" not in result.stdout + result.stderr
 
 
