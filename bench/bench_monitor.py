@@ -100,17 +100,14 @@ def make_corpus(path: Path, n: int = 2000) -> Path:
     return path
 
 
-def train_with(monitor_cls: type[TimedMonitor], corpus: Path, out: Path, steps: int, health: int = 10) -> TimedMonitor:
-    made: list[TimedMonitor] = []
+def train_recording(cfg, monitor_cls: type[TrainingMonitor]) -> TrainingMonitor:
+    """Train `cfg` with the loop's monitor built as `monitor_cls`; the monitor it built, for its records."""
+    made: list[TrainingMonitor] = []
 
     def factory(*args, **kwargs):
         made.append(monitor_cls(*args, **kwargs))
         return made[-1]
 
-    cfg = load_config(TEST_CONFIG, {
-        "training_data_paths": [str(corpus)], "output_dir": str(out), "max_steps": steps,
-        "save_steps": steps * 10, "monitoring.health_report_interval": health,
-    })
     loop.TrainingMonitor = factory  # the loop builds its monitor by this name
     try:
         loop.train(cfg)
@@ -118,6 +115,14 @@ def train_with(monitor_cls: type[TimedMonitor], corpus: Path, out: Path, steps: 
         loop.TrainingMonitor = TrainingMonitor
         logging.getLogger("tsm").handlers.clear()  # keep the bench's own output readable
     return made[0]
+
+
+def train_with(monitor_cls: type[TimedMonitor], corpus: Path, out: Path, steps: int, health: int = 10) -> TimedMonitor:
+    cfg = load_config(TEST_CONFIG, {
+        "training_data_paths": [str(corpus)], "output_dir": str(out), "max_steps": steps,
+        "save_steps": steps * 10, "monitoring.health_report_interval": health,
+    })
+    return train_recording(cfg, monitor_cls)
 
 
 def run_once(monitor_cls: type[TimedMonitor], corpus: Path, out: Path, steps: int, warmup: int) -> tuple[float, float]:

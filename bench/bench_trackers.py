@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import logging
 import os
 import socket
 import statistics
@@ -41,12 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import tsm.train.loop as loop
 from tsm.config import load_config
 from tsm.train.monitor import TrainingMonitor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_monitor import make_corpus  # noqa: E402  (the same random-walk corpus as the monitor's bench)
+from bench_monitor import make_corpus, train_recording  # noqa: E402  (the monitor bench's corpus and run)
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "config" / "training" / "chronos2-test.yaml"
@@ -110,24 +108,13 @@ def settings_for(variant: str, tmp: Path, server_uri: str | None) -> dict:
 
 
 def median_step_ms(variant: str, corpus: Path, out: Path, args, tmp: Path, server_uri: str | None) -> float:
-    made: list[TimedMonitor] = []
-
-    def factory(*a, **k):
-        made.append(TimedMonitor(*a, **k))
-        return made[-1]
-
     cfg = load_config(TEST_CONFIG, {
         "training_data_paths": [str(corpus)], "output_dir": str(out), "max_steps": args.steps,
         "save_steps": args.steps * 10, "log_steps": args.log_steps, **settings_for(variant, tmp, server_uri),
         **({} if args.test_config else TINY),
     })
-    loop.TrainingMonitor = factory  # the loop builds its monitor by this name
-    try:
-        loop.train(cfg)
-    finally:
-        loop.TrainingMonitor = TrainingMonitor
-        logging.getLogger("tsm").handlers.clear()  # keep the bench's own output readable
-    return float(np.median(np.diff(made[0].stamps[args.warmup:]))) * 1000
+    monitor = train_recording(cfg, TimedMonitor)
+    return float(np.median(np.diff(monitor.stamps[args.warmup:]))) * 1000
 
 
 def main() -> None:
